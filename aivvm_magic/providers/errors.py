@@ -1,0 +1,57 @@
+"""Exceptions raised by the provider core.
+
+Each subclasses the ``requests`` exception a caller of the original gpt4free provider would
+already catch, so ``except requests.exceptions.HTTPError`` keeps working. None of them carries
+the request (whose body holds the API key), and messages taken from a server are shortened and
+have the key blanked out.
+"""
+
+from __future__ import annotations
+
+import requests
+
+
+class ProviderError(requests.exceptions.RequestException):
+    """Base class of the errors this package raises while talking to a chat server."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class APIError(ProviderError, requests.exceptions.HTTPError):
+    """The server answered with a non-2xx status; shown to the user with the server's reason."""
+
+    def __init__(self, status_code: int, reason: str, url: str, retry_after: float | None = None):
+        self.status_code = status_code
+        self.reason = reason
+        self.url = url
+        self.retry_after = retry_after
+        text = f"HTTP {status_code} from {url}"
+        if reason:
+            text += f": {reason}"
+        super().__init__(text)
+
+
+class ConnectError(ProviderError, requests.exceptions.ConnectionError):
+    """No connection could be made (refused, unreachable, or the connect timeout fired)."""
+
+
+class ReplyTimeout(ProviderError, requests.exceptions.ReadTimeout):
+    """The server accepted the request but sent nothing within the read timeout."""
+
+
+class RedirectRefused(ProviderError, requests.exceptions.TooManyRedirects):
+    """The server redirected to another origin; not followed, so the key is not sent there."""
+
+
+class IncompleteReply(ProviderError, requests.exceptions.ChunkedEncodingError):
+    """The reply started but was cut short; ``partial`` holds the text that did arrive."""
+
+    def __init__(self, reason: str, partial: str) -> None:
+        self.reason = reason
+        self.partial = partial
+        super().__init__(f"The reply was cut short after {len(partial):,} characters: {reason}")

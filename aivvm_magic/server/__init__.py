@@ -1,0 +1,1 @@
+"""The reference Aivvm server (placeholder until implemented)."""
