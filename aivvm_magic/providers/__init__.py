@@ -1,0 +1,48 @@
+"""The provider core: chat backends that turn messages into streamed text.
+
+Imports neither IPython nor ipywidgets, so it can be used (and tested) on its own.
+"""
+
+from __future__ import annotations
+
+from .aivvm import Aivvm, models
+from .base import AbstractProvider, CreateResult, Messages
+from .errors import (
+    APIError,
+    ConnectError,
+    IncompleteReply,
+    ProviderError,
+    RedirectRefused,
+    ReplyTimeout,
+)
+from .reply import StreamingReply
+
+__all__ = [
+    "APIError",
+    "AbstractProvider",
+    "Aivvm",
+    "ConnectError",
+    "CreateResult",
+    "IncompleteReply",
+    "Messages",
+    "PROVIDERS",
+    "ProviderError",
+    "RedirectRefused",
+    "ReplyTimeout",
+    "StreamingReply",
+    "get_provider",
+    "models",
+]
+
+#: Providers by the name users type (``%%aivvm -p NAME``).
+PROVIDERS: dict[str, type[AbstractProvider]] = {"aivvm": Aivvm}
+
+
+def get_provider(name: str) -> type[AbstractProvider]:
+    """The provider class called ``name``; a ValueError naming the known ones otherwise."""
+    try:
+        return PROVIDERS[name.lower()]
+    except KeyError:
+        raise ValueError(
+            f"Unknown provider {name!r}; choose one of: {', '.join(PROVIDERS)}"
+        ) from None

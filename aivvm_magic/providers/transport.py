@@ -1,0 +1,330 @@
+"""HTTP plumbing shared by providers: sessions, retries, redirects, errors and raw streaming.
+
+Everything here is about getting bytes off the wire safely; what the bytes mean is the
+provider's business. The rules it enforces:
+
+* a POST is retried only before any byte of its reply has arrived (connection errors, 408,
+  429 and 5xx), with exponential backoff and jitter, honouring ``Retry-After`` up to a cap;
+* redirects are followed only within the same origin, so a request body that carries an API key
+  is never sent to another host;
+* each network read is handed on at once, whatever the framing (chunked, Content-Length, or
+  close-delimited), and a body that ends early raises :class:`IncompleteReply`;
+* responses are closed in ``finally``, so ``break``, errors and interrupts free the connection.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from html import unescape
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+
+from .errors import APIError, ConnectError, IncompleteReply, RedirectRefused, ReplyTimeout
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
+#: Largest read handed on at once; reads return as soon as any bytes are there.
+READ_SIZE = 256 * 1024
+#: How much of an error body is read to find its reason.
+ERROR_BODY_LIMIT = 64 * 1024
+
+RetryCallback = Callable[[int, float, str], None]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to wait for a connection, and for each read (the longest gap between chunks)."""
+
+    connect: float = 10.0
+    read: float = 60.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry a request whose reply has not started."""
+
+    retries: int = 2
+    backoff: float = 0.5
+    max_wait: float = 20.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float | None:
+        """Seconds to sleep before retry ``attempt`` (1-based), or None to give up."""
+        if attempt > self.retries:
+            return None
+        if retry_after is not None:
+            return retry_after if retry_after <= self.max_wait else None
+        # Full jitter around the exponential step keeps many clients from retrying in step.
+        step = min(self.max_wait, self.backoff * 2 ** (attempt - 1))
+        return random.uniform(step / 2, step)
+
+
+_local = threading.local()
+
+
+def thread_session() -> requests.Session:
+    """This thread's shared session, so consecutive calls reuse one connection."""
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = requests.Session()
+        # Retries are ours (they must stop once a reply has started), never urllib3's.
+        adapter = HTTPAdapter(max_retries=0, pool_connections=4, pool_maxsize=4)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        _local.session = session
+    return session
+
+
+def normalise_base_url(base_url: str) -> str:
+    """``base_url`` without a trailing slash; a ValueError unless it is an http(s) URL."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"Base URL must be an http:// or https:// URL, not {base_url!r}")
+    return base_url.rstrip("/")
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with every occurrence of ``secret`` blanked out."""
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "<redacted>")
+    return text
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header, given as seconds or as an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def short_reason(body: bytes, content_type: str = "", limit: int = 200) -> str:
+    """A one-line reason from an error body: JSON ``error``/``message``, HTML title, or text."""
+    text = body.decode("utf-8", errors="replace").strip()
+    if not text:
+        return ""
+    if "json" in content_type or text[:1] in "{[":
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            error = data.get("error", data.get("message", data.get("detail")))
+            if isinstance(error, dict):
+                error = error.get("message") or error.get("type")
+            if isinstance(error, str) and error:
+                text = error
+    if "<" in text and (
+        "html" in content_type
+        or text.lstrip().lower().startswith("<!doctype")
+        or "<html" in text[:200].lower()
+    ):
+        title = _TITLE.search(text)
+        text = unescape(title.group(1)) if title else unescape(_TAGS.sub(" ", text))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _describe_connect_error(exc: BaseException) -> str:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, urllib3.exceptions.NameResolutionError):
+            return "host name not found"
+        if isinstance(cause, urllib3.exceptions.ConnectTimeoutError):
+            return "timed out while connecting"
+        nxt = cause.__context__ or cause.__cause__
+        if nxt is None and cause.args and isinstance(cause.args[-1], BaseException):
+            nxt = cause.args[-1]
+        cause = nxt
+    return "could not connect"
+
+
+def open_stream(
+    url: str,
+    body: bytes,
+    *,
+    headers: dict[str, str],
+    timeouts: Timeouts,
+    retry: RetryPolicy,
+    secret: str | None = None,
+    session: requests.Session | None = None,
+    on_retry: RetryCallback | None = None,
+) -> requests.Response:
+    """POST ``body`` and return the 2xx response with its body still unread.
+
+    Raises :class:`APIError`, :class:`ConnectError`, :class:`ReplyTimeout` or
+    :class:`RedirectRefused`. Only failures before the reply starts are retried.
+    """
+    session = session or thread_session()
+    attempt = 0
+    redirects = 0
+    target = url
+    while True:
+        reason: str
+        retry_after: float | None = None
+        error: Exception
+        try:
+            response = session.post(
+                target,
+                data=body,
+                headers=headers,
+                stream=True,
+                timeout=(timeouts.connect, timeouts.read),
+                allow_redirects=False,
+            )
+        except requests.exceptions.ConnectionError as exc:
+            what = _describe_connect_error(exc)
+            error = ConnectError(f"Could not connect to {target}: {what}")
+            reason = what
+        except requests.exceptions.ReadTimeout:
+            # The server took the request but said nothing: it may be working on it, so a
+            # retry could run the same prompt twice. Report instead.
+            raise ReplyTimeout(
+                f"No answer from {target} within {timeouts.read:g} s (read timeout)"
+            ) from None
+        else:
+            status = response.status_code
+            if 200 <= status < 300:
+                return response
+            if status in REDIRECT_STATUSES:
+                location = response.headers.get("Location", "")
+                response.close()
+                next_url = urljoin(target, location)
+                if _origin(next_url) != _origin(url):
+                    raise RedirectRefused(
+                        f"{target} redirected to another host ({_origin(next_url)[1]}); "
+                        "not followed, so the request and its key stay here"
+                    )
+                redirects += 1
+                if redirects > MAX_REDIRECTS:
+                    raise RedirectRefused(f"Too many redirects from {url}")
+                target = next_url
+                continue
+            try:
+                data = response.raw.read(ERROR_BODY_LIMIT, decode_content=True) or b""
+            except Exception:  # a broken error body still leaves the status to report
+                data = b""
+            finally:
+                response.close()
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            reason_text = redact(
+                short_reason(data, response.headers.get("Content-Type", "")), secret
+            )
+            error = APIError(status, reason_text, target, retry_after)
+            if status not in RETRY_STATUSES:
+                raise error
+            reason = f"HTTP {status}"
+        attempt += 1
+        wait = retry.delay(attempt, retry_after)
+        if wait is None:
+            raise error
+        if on_retry is not None:
+            on_retry(attempt, wait, reason)
+        time.sleep(wait)
+
+
+def iter_body(response: requests.Response, url: str, read_timeout: float) -> Iterator[bytes]:
+    """Yield each read of ``response``'s body as soon as it arrives; close it in ``finally``.
+
+    ``IncompleteReply`` (with an empty ``partial``: text is the caller's business) marks a body
+    that the framing shows was cut short, a reset connection, or a read timeout mid-body.
+    """
+    raw = response.raw
+    received = 0
+    try:
+        while True:
+            try:
+                # read1 returns whatever one socket read brings (or one HTTP chunk's worth),
+                # instead of waiting for READ_SIZE bytes as read()/iter_content() do.
+                data = raw.read1(READ_SIZE)
+            except urllib3.exceptions.ReadTimeoutError:
+                if received:
+                    raise IncompleteReply(
+                        f"no data for {read_timeout:g} s (read timeout)", ""
+                    ) from None
+                raise ReplyTimeout(
+                    f"No reply from {url} within {read_timeout:g} s (read timeout)"
+                ) from None
+            except (
+                urllib3.exceptions.ProtocolError,
+                urllib3.exceptions.DecodeError,
+                OSError,
+            ) as exc:
+                raise IncompleteReply(_describe_break(exc), "") from None
+            if not data:
+                return
+            received += len(data)
+            yield data
+    finally:
+        response.close()
+
+
+def _describe_break(exc: BaseException) -> str:
+    text = str(exc)
+    if "IncompleteRead" in text:
+        return "the connection closed before the end of the reply"
+    if "reset" in text.lower():
+        return "the connection was reset"
+    if isinstance(exc, urllib3.exceptions.DecodeError):
+        return "the compressed body could not be decoded"
+    return "the connection broke"
+
+
+def get_json(
+    url: str,
+    *,
+    method: str = "GET",
+    payload: dict[str, Any] | None = None,
+    timeout: float = 5.0,
+    secret: str | None = None,
+    session: requests.Session | None = None,
+) -> Any:
+    """Fetch JSON with a short timeout; raises the package's own errors, never retries."""
+    session = session or thread_session()
+    try:
+        response = session.request(
+            method, url, json=payload, timeout=(timeout, timeout), allow_redirects=False
+        )
+    except requests.exceptions.Timeout:
+        raise ReplyTimeout(f"No answer from {url} within {timeout:g} s") from None
+    except requests.exceptions.ConnectionError as exc:
+        raise ConnectError(f"Could not connect to {url}: {_describe_connect_error(exc)}") from None
+    with response:
+        if not 200 <= response.status_code < 300:
+            reason = short_reason(
+                response.content[:ERROR_BODY_LIMIT], response.headers.get("Content-Type", "")
+            )
+            raise APIError(response.status_code, redact(reason, secret), url)
+        try:
+            return response.json()
+        except ValueError:
+            raise APIError(response.status_code, "the answer is not JSON", url) from None
