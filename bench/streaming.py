@@ -1,0 +1,159 @@
+"""Streaming latency and throughput of the Aivvm client, side by side with two baselines.
+
+1. First-chunk delay: the server writes a piece every 20 ms; each piece carries its write time,
+   and the reader notes when the piece reaches it. p50/p99 of write-to-read delay per framing.
+2. Throughput: 50 MB of multi-byte UTF-8 as fast as the server can send it. MB/s.
+
+Readers: a raw socket (the floor), the design document's original approach (requests
+``iter_content(chunk_size=4096)`` with a decode per chunk), and ``Aivvm.create_completion``.
+
+``python bench/streaming.py [--count 100] [--size-mb 50] [--markdown]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aivvm_magic.providers import Aivvm  # noqa: E402
+
+FRAMINGS = ("chunked", "length", "close")
+MESSAGES = [{"role": "user", "content": "bench"}]
+
+
+def start_chunkserver() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("chunkserver.py"))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline().split()[1])
+    return proc, f"http://127.0.0.1:{port}"
+
+
+# -- readers: each yields text (or bytes) pieces as it gets them ---------------------------
+
+
+def raw_socket(base: str, query: str) -> Iterator[bytes]:
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            f"POST /api/chat?{query} HTTP/1.1\r\nHost: {host}\r\n"
+            "Content-Length: 2\r\nConnection: close\r\n\r\n{}".encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(65536)
+        yield head.split(b"\r\n\r\n", 1)[1]
+        while data := sock.recv(262144):
+            yield data
+
+
+def original(base: str, query: str) -> Iterator[str]:
+    response = requests.post(f"{base}/api/chat?{query}", json={}, stream=True)
+    response.raise_for_status()
+    for chunk in response.iter_content(chunk_size=4096):
+        try:
+            yield chunk.decode()
+        except UnicodeDecodeError:
+            yield chunk.decode("unicode-escape")
+
+
+def provider(base: str, query: str) -> Iterator[str]:
+    # The query rides on the base URL's path: /api/chat?... is what the server sees.
+    yield from Aivvm.create_completion(
+        "", MESSAGES, True, base_url=f"{base}/?{query}#", retries=0
+    )
+
+
+READERS: dict[str, Callable[[str, str], Iterator[bytes | str]]] = {
+    "raw socket": raw_socket,
+    "original (iter_content 4096)": original,
+    "Aivvm provider": provider,
+}
+
+
+def delays(reader: Callable[[str, str], Iterator[bytes | str]], base: str, framing: str,
+           count: int) -> list[float]:
+    """Write-to-read delays in ms for each timed piece."""
+    out: list[float] = []
+    buffer = ""
+    for piece in reader(base, f"mode=stamps&count={count}&interval=0.02&framing={framing}"):
+        now = time.monotonic_ns()
+        text = piece.decode("latin-1") if isinstance(piece, bytes) else piece
+        buffer += text
+        while "\n" in buffer:
+            line, buffer = buffer.split("\n", 1)
+            # Chunked framing shows up in the raw socket's bytes as "\r\n40\r\n" before a stamp.
+            stamp = line.rsplit("\r\n", 1)[-1].partition("|")[0]
+            if len(stamp) >= 15 and stamp.isdigit():
+                out.append((now - int(stamp)) / 1e6)
+    return out
+
+
+def throughput(reader: Callable[[str, str], Iterator[bytes | str]], base: str, size: int) -> float:
+    started = time.perf_counter()
+    got = 0
+    for piece in reader(base, f"mode=bulk&size={size}&framing=chunked"):
+        got += len(piece)
+    elapsed = time.perf_counter() - started
+    return size / elapsed / 1e6
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=100, help="timed pieces per run")
+    parser.add_argument("--size-mb", type=float, default=50)
+    parser.add_argument("--markdown", action="store_true", help="print markdown tables")
+    args = parser.parse_args(argv)
+    proc, base = start_chunkserver()
+    lines: list[str] = []
+    try:
+        lines.append("### Write-to-read delay (ms), a piece every 20 ms\n")
+        lines.append("| framing | reader | p50 | p99 | pieces | p50 - raw p50 |")
+        lines.append("| --- | --- | ---: | ---: | ---: | ---: |")
+        for framing in FRAMINGS:
+            floor = None
+            for name, reader in READERS.items():
+                got = delays(reader, base, framing, args.count)
+                p50, p99 = pct(got, 0.5), pct(got, 0.99)
+                floor = p50 if floor is None else floor
+                lines.append(
+                    f"| {framing} | {name} | {p50:.2f} | {p99:.2f} | {len(got)} | "
+                    f"{p50 - floor:+.2f} |"
+                )
+        size = int(args.size_mb * 1024 * 1024)
+        lines.append(f"\n### Throughput, {args.size_mb:g} MB of multi-byte UTF-8 (chunked)\n")
+        lines.append("| reader | MB/s | ratio to raw socket |")
+        lines.append("| --- | ---: | ---: |")
+        rates = {}
+        for name, reader in READERS.items():
+            rates[name] = statistics.median(throughput(reader, base, size) for _ in range(3))
+        for name, rate in rates.items():
+            lines.append(f"| {name} | {rate:,.0f} | {rate / rates['raw socket']:.2f} |")
+    finally:
+        proc.terminate()
+        proc.wait()
+    report = "\n".join(lines)
+    print(report)
+    return report
+
+
+if __name__ == "__main__":
+    main()
