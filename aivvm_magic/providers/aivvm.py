@@ -18,7 +18,7 @@ from ..protocol import models
 from .base import AbstractProvider, CreateResult, Messages
 from .decoding import TextDecoder
 from .errors import IncompleteReply, ProviderError
-from .reply import StreamingReply
+from .reply import StreamControl, StreamingReply
 from .transport import (
     RetryCallback,
     RetryPolicy,
@@ -107,6 +107,7 @@ class Aivvm(AbstractProvider):
             },
             ensure_ascii=False,
         ).encode("utf-8")
+        control = StreamControl()
         chunks = _stream_text(
             url,
             body,
@@ -115,8 +116,9 @@ class Aivvm(AbstractProvider):
             retry=RetryPolicy(retries, backoff, max_retry_wait),
             session=session,
             on_retry=on_retry,
+            control=control,
         )
-        reply = StreamingReply(chunks)
+        reply = StreamingReply(chunks, control)
         return reply if stream else reply.text()
 
     @classmethod
@@ -172,6 +174,7 @@ def _stream_text(
     retry: RetryPolicy,
     session: requests.Session | None,
     on_retry: RetryCallback | None,
+    control: StreamControl,
 ) -> Iterator[str]:
     origin = url[: -len(protocol.CHAT_PATH)]
     headers = {
@@ -192,13 +195,19 @@ def _stream_text(
         session=session,
         on_retry=on_retry,
     )
+    control.attach(response)
     decoder = TextDecoder()
     try:
         for data in iter_body(response, url, timeouts.read):
             text = decoder.decode(data)
             if text:
                 yield text
-    except IncompleteReply:
+        if control.stopped.is_set():
+            # A shut-down socket reads as a clean end; it must not pass for a whole reply.
+            raise IncompleteReply("stopped", "")
+    except IncompleteReply as exc:
+        if control.stopped.is_set():
+            exc.reason = "stopped"
         # Whatever was held back for a split character is part of what arrived.
         tail = decoder.flush()
         if tail:

@@ -54,4 +54,8 @@ class IncompleteReply(ProviderError, requests.exceptions.ChunkedEncodingError):
     def __init__(self, reason: str, partial: str) -> None:
         self.reason = reason
         self.partial = partial
-        super().__init__(f"The reply was cut short after {len(partial):,} characters: {reason}")
+        super().__init__(reason)
+
+    def __str__(self) -> str:
+        # Computed when shown: the partial text is filled in after the error is raised.
+        return f"The reply was cut short after {len(self.partial):,} characters: {self.reason}"

@@ -2,10 +2,46 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from types import TracebackType
+from typing import Any
 
 from .errors import IncompleteReply
+
+
+class StreamControl:
+    """Lets another thread stop a stream that is blocked reading from the network.
+
+    Closing a socket does not wake a thread blocked in ``recv`` on it; shutting it down does.
+    The provider attaches its response here as soon as it has one.
+    """
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._response: Any = None
+
+    def attach(self, response: Any) -> None:
+        """Remember ``response``; shut it down at once if a stop came first."""
+        with self._lock:
+            self._response = response
+        if self.stopped.is_set():
+            self._shutdown()
+
+    def stop(self) -> None:
+        """Make the blocked read return now; the reading thread raises ``IncompleteReply``."""
+        self.stopped.set()
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            response = self._response
+        if response is not None:
+            try:
+                response.raw.shutdown()
+            except (OSError, AttributeError):
+                pass
 
 
 class StreamingReply(Iterator[str]):
@@ -25,8 +61,9 @@ class StreamingReply(Iterator[str]):
         In [3]: reply.complete, reply.text()
     """
 
-    def __init__(self, chunks: Iterator[str]) -> None:
+    def __init__(self, chunks: Iterator[str], control: StreamControl | None = None) -> None:
         self._chunks = chunks
+        self.control = control or StreamControl()
         self._parts: list[str] = []
         self.complete = False
         self.closed = False
@@ -66,8 +103,12 @@ class StreamingReply(Iterator[str]):
             pass
         return self.partial
 
+    def stop(self) -> None:
+        """From any thread: end the stream now; the reader gets ``IncompleteReply("stopped")``."""
+        self.control.stop()
+
     def close(self) -> None:
-        """Stop reading and release the connection now."""
+        """Stop reading and release the connection now (from the reading thread)."""
         if not self.closed:
             self.closed = True
             self._chunks.close()  # type: ignore[attr-defined]

@@ -153,18 +153,26 @@ def short_reason(body: bytes, content_type: str = "", limit: int = 200) -> str:
 
 
 def _describe_connect_error(exc: BaseException) -> str:
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(cause, urllib3.exceptions.NameResolutionError):
-            return "host name not found"
-        if isinstance(cause, urllib3.exceptions.ConnectTimeoutError):
-            return "timed out while connecting"
-        nxt = cause.__context__ or cause.__cause__
-        if nxt is None and cause.args and isinstance(cause.args[-1], BaseException):
-            nxt = cause.args[-1]
-        cause = nxt
+    chain: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(chain) < 20:
+        cause = todo.pop()
+        if cause in chain:
+            continue
+        chain.append(cause)
+        todo.extend(c for c in (cause.__cause__, cause.__context__) if c is not None)
+        todo.extend(a for a in cause.args if isinstance(a, BaseException))
+        reason = getattr(cause, "reason", None)
+        if isinstance(reason, BaseException):
+            todo.append(reason)
+    if any(isinstance(c, ConnectionRefusedError) for c in chain):
+        return "connection refused"
+    if any(isinstance(c, urllib3.exceptions.NameResolutionError) for c in chain):
+        return "host name not found"
+    # NewConnectionError subclasses ConnectTimeoutError, so only the exact type means a timeout.
+    if any(type(c) is urllib3.exceptions.ConnectTimeoutError or isinstance(c, TimeoutError)
+           for c in chain):
+        return "timed out while connecting"
     return "could not connect"
 
 

@@ -1,0 +1,428 @@
+"""The ``%%aivvm`` cell magic and the ``%aivvm`` line magic.
+
+This module wires the layers together: options (``magic_arguments``) -> conversation ->
+provider -> streaming display. It knows nothing of the wire protocol.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, default
+
+from . import embedded, protocol
+from .conversation import ConversationBusy, ConversationStore
+from .interpolation import interpolate
+from .providers import get_provider
+from .rendering.display import StreamingDisplay
+from .turns import TurnRunner, TurnSettings, describe_error
+
+FORMATS = ("markdown", "text", "code")
+
+
+class AivvmError(Exception):
+    """A failed ``%%aivvm`` cell: shown as one short line, and the cell counts as failed."""
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython and ipykernel show this instead of a traceback: the message is the whole
+        # story (and never holds the key), while the error status still stops Run All.
+        return [f"AivvmError: {self}"]
+
+
+class _SecretStr(str):
+    """A str whose repr hides it, so ``%config AivvmMagics`` never prints the key."""
+
+    def __repr__(self) -> str:
+        return "'<hidden>'" if self else "''"
+
+
+class Secret(Unicode):
+    """A Unicode trait whose value never shows in a repr."""
+
+    info_text = "a secret string"
+
+    def validate(self, obj: Any, value: Any) -> _SecretStr:
+        return _SecretStr(super().validate(obj, value))
+
+    def default_value_repr(self) -> str:
+        return "''"
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+_CODE_BLOCK = re.compile(r"^(`{3,}|~{3,})[^\n]*\n(.*?)^\1[ \t]*$", re.DOTALL | re.MULTILINE)
+
+
+def first_code_block(text: str) -> str | None:
+    """The body of the first fenced code block in ``text``, or None."""
+    match = _CODE_BLOCK.search(text)
+    return match.group(2).rstrip("\n") if match else None
+
+
+@magics_class
+class AivvmMagics(Magics):
+    """Chat with a language model from notebook cells.
+
+    Defaults are configurable: ``%config AivvmMagics.model = "gpt-4"`` or in
+    ``ipython_config.py`` (``c.AivvmMagics.temperature = 0.2``). ``AIVVM_BASE_URL``,
+    ``AIVVM_MODEL`` and ``AIVVM_API_KEY`` seed them.
+    """
+
+    model = Unicode(
+        help="Model id used when a cell gives no -m/--model (seeded by $AIVVM_MODEL)."
+    ).tag(config=True)
+    temperature = Float(protocol.DEFAULT_TEMPERATURE, help="Sampling temperature, 0 to 2.").tag(
+        config=True
+    )
+    system_message = Unicode(
+        protocol.DEFAULT_SYSTEM_MESSAGE, help="System message sent with every request."
+    ).tag(config=True)
+    base_url = Unicode(
+        help="Server to talk to (seeded by $AIVVM_BASE_URL). Empty: start the embedded "
+        "reference server inside the kernel."
+    ).tag(config=True)
+    api_key = Secret(
+        help="API key sent in the request body (seeded by $AIVVM_API_KEY). Never displayed."
+    ).tag(config=True)
+    provider = Unicode("aivvm", help="Provider name.").tag(config=True)
+    connect_timeout = Float(10.0, help="Seconds to wait for a connection.").tag(config=True)
+    read_timeout = Float(
+        60.0, help="Seconds to wait for the first byte and between two chunks."
+    ).tag(config=True)
+    retries = Int(2, help="Retries before a reply starts (connection errors, 429, 5xx).").tag(
+        config=True
+    )
+    history_limit = Int(
+        0, help="Most past turns sent with a request (0: as many as the context allows)."
+    ).tag(config=True)
+    busy_timeout = Float(
+        30.0, help="Seconds a cell waits for another reply on its conversation to finish."
+    ).tag(config=True)
+    display_mode = CaselessStrEnum(
+        ["auto", "widget", "text"],
+        default_value="auto",
+        help="auto: a live widget in a kernel, printed chunks in a terminal.",
+    ).tag(config=True)
+    embedded_engine = Unicode(
+        help="Engine for the embedded server (empty: the best one installed)."
+    ).tag(config=True)
+    show_status = Bool(True, help="Show the status line under replies.").tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.chats = ConversationStore()
+        self.cell_id: str | None = None
+
+    # Environment variables seed the defaults (explicit configuration still wins).
+    @default("model")
+    def _model_default(self) -> str:
+        return _env("AIVVM_MODEL", protocol.DEFAULT_MODEL)
+
+    @default("base_url")
+    def _base_url_default(self) -> str:
+        return _env("AIVVM_BASE_URL")
+
+    @default("api_key")
+    def _api_key_default(self) -> _SecretStr:
+        return _SecretStr(_env("AIVVM_API_KEY"))
+
+    # -- where requests go --------------------------------------------------------------
+
+    def target(self, base_url: str | None = None) -> tuple[str, str]:
+        """The base URL to use and a description of it for status lines."""
+        url = base_url or self.base_url
+        if url:
+            return url.rstrip("/"), url.rstrip("/")
+        server = embedded.embedded_server(self.embedded_engine)
+        return server.url, embedded.describe(server)
+
+    def _pre_run_cell(self, info: Any) -> None:
+        # Jupyter sends the cell's id with the execute request; it is how a re-run cell
+        # finds (and replaces) its earlier turn.
+        self.cell_id = getattr(info, "cell_id", None)
+
+    def _use_widgets(self) -> bool:
+        if self.display_mode != "auto":
+            return self.display_mode == "widget"
+        return getattr(self.shell, "kernel", None) is not None
+
+    # -- %%aivvm ------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-m", "--model", help="Model id (default: AivvmMagics.model).")
+    @argument("-t", "--temperature", type=float, help="Sampling temperature, 0 to 2.")
+    @argument("-s", "--system", help="System message for this cell (quote it).")
+    @argument("-c", "--chat", default="default", help="Named conversation to use.")
+    @argument("--new", action="store_true", help="Start the conversation afresh.")
+    @argument(
+        "--no-history", action="store_true", help="A one-off question: no history, not recorded."
+    )
+    @argument("-o", "--output", metavar="VAR", help="Also store the reply (a str) in VAR.")
+    @argument("--no-stream", action="store_true", help="Show the reply only when complete.")
+    @argument("--base-url", metavar="URL", help="Server for this cell.")
+    @argument(
+        "-f",
+        "--format",
+        choices=FORMATS,
+        default="markdown",
+        help="markdown (default), text, or code: put the first code block in a new cell.",
+    )
+    @argument("--no-interpolate", action="store_true", help="Send {name} references as written.")
+    @cell_magic
+    def aivvm(self, line: str, cell: str) -> None:
+        """Send the cell to the model and stream the reply below it.
+
+        The conversation so far (``-c NAME``, or the default one) goes with the cell, and the
+        reply joins it; re-running a cell replaces its earlier turn. ``{name}`` in the cell is
+        replaced by that variable's value, ``{In[3]}``/``{Out[3]}`` by that input/output.
+
+        Examples
+        --------
+        ::
+
+            In [1]: %load_ext aivvm_magic
+            In [2]: %%aivvm -m gpt-4 -t 0.2
+               ...: Explain {topic} in two sentences.
+            In [3]: %%aivvm -c review -o answer --format code
+               ...: Write a function that reverses a list.
+        """
+        args = parse_argstring(self.aivvm, line)
+        model = args.model or self.model
+        try:
+            protocol.resolve_model(model)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        temperature = self.temperature if args.temperature is None else args.temperature
+        if not 0.0 <= temperature <= 2.0:
+            raise UsageError(f"Temperature must be between 0 and 2, not {temperature:g}")
+        if args.output and not args.output.isidentifier():
+            raise UsageError(f"-o needs a Python variable name, not {args.output!r}")
+        prompt = cell.strip("\n")
+        if not prompt.strip():
+            raise UsageError("The cell is empty: write your message below %%aivvm")
+        if not args.no_interpolate:
+            prompt = interpolate(prompt, self.shell.user_ns)
+        base_url, target = self.target(args.base_url)
+        settings = self.settings(
+            model=model, temperature=temperature, system=args.system, base_url=base_url
+        )
+        self.ask(
+            prompt,
+            settings,
+            chat=args.chat,
+            target=target,
+            new=args.new,
+            record=not args.no_history,
+            output=args.output,
+            stream=not args.no_stream,
+            fmt=args.format,
+        )
+
+    def settings(self, **overrides: Any) -> TurnSettings:
+        """The request settings from the traitlets, with per-cell ``overrides``."""
+        values: dict[str, Any] = {
+            "model": self.model,
+            "temperature": self.temperature,
+            "system": self.system_message,
+            "base_url": self.base_url,
+            "provider": self.provider,
+            "key": str(self.api_key),
+            "connect_timeout": self.connect_timeout,
+            "read_timeout": self.read_timeout,
+            "retries": self.retries,
+            "history_limit": self.history_limit,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return TurnSettings(**values)
+
+    def ask(
+        self,
+        prompt: str,
+        settings: TurnSettings,
+        *,
+        chat: str = "default",
+        target: str = "",
+        new: bool = False,
+        record: bool = True,
+        output: str | None = None,
+        stream: bool = True,
+        fmt: str = "markdown",
+    ) -> str:
+        """Run one turn on conversation ``chat``, show it live, and return the reply text.
+
+        Raises :class:`AivvmError` (one short line) when the reply failed or was cut short,
+        after showing and recording what did arrive; re-raises ``KeyboardInterrupt``.
+        """
+        mode = "widget" if self._use_widgets() else "text"
+        display = StreamingDisplay(
+            model=settings.model, target=target or settings.base_url, fmt=fmt, mode=mode
+        )
+        runner = TurnRunner(
+            self.chats.get(chat),
+            prompt,
+            settings,
+            source="cell",
+            cell_id=self.cell_id if record else None,
+            record=record,
+            new=new,
+            busy_timeout=self.busy_timeout,
+        )
+        if stream:
+            display.start()
+        try:
+            outcome = runner.run(
+                on_chunk=display.append if stream else None,
+                on_retry=lambda n, wait, why: display.notice(f"{why}; retry {n} in {wait:.1f} s"),
+            )
+        except ConversationBusy as exc:
+            display.finish(complete=False, note=str(exc)) if stream else None
+            raise AivvmError(str(exc)) from None
+        if not stream:
+            display.start()
+            display.append(outcome.text)
+        display.finish(complete=outcome.complete, note=outcome.note)
+        if output and outcome.text:
+            self.shell.user_ns[output] = outcome.text
+        if isinstance(outcome.error, KeyboardInterrupt):
+            raise outcome.error
+        if outcome.error is not None:
+            if isinstance(outcome.error, Exception):
+                raise AivvmError(outcome.note) from None
+            raise outcome.error
+        if fmt == "code":
+            code = first_code_block(outcome.text)
+            if code is not None:
+                self.shell.set_next_input(code, replace=False)
+        return outcome.text
+
+    # -- %aivvm -------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument(
+        "command",
+        choices=("status", "models", "reset", "history", "export", "import", "panel"),
+        help="What to do.",
+    )
+    @argument("path", nargs="?", help="File for export/import (.json or .md).")
+    @argument("-c", "--chat", default="default", help="Named conversation.")
+    @line_magic("aivvm")
+    def aivvm_line(self, line: str) -> Any:
+        """Inspect and manage conversations: status, models, reset, history, export, import.
+
+        Examples
+        --------
+        ::
+
+            In [1]: %aivvm status
+            In [2]: %aivvm export notes.md -c research
+            In [3]: %aivvm import notes.json
+            In [4]: %aivvm reset
+        """
+        args = parse_argstring(self.aivvm_line, line)
+        command = args.command
+        if command in ("export", "import") and not args.path:
+            raise UsageError(f"%aivvm {command} needs a file path ending in .json or .md")
+        if command not in ("export", "import") and args.path:
+            raise UsageError(f"%aivvm {command} takes no path")
+        return getattr(self, f"_cmd_{command}")(args)
+
+    def _cmd_status(self, args: Any) -> None:
+        base_url, target = self.target()
+        conversation = self.chats.get(args.chat)
+        lines = [
+            f"Target:       {target} ({base_url})",
+            f"Provider:     {self.provider}",
+            f"Model:        {self.model}",
+            f"Temperature:  {self.temperature:g}",
+            f"Conversation: {args.chat}, {len(conversation)} turns",
+            f"Chats:        {', '.join(self.chats.names()) or '(none)'}",
+            f"API key:      {'set' if self.api_key else 'not set'}",
+        ]
+        print("\n".join(lines))
+
+    def _cmd_models(self, args: Any) -> None:
+        base_url, target = self.target()
+        provider = get_provider(self.provider)
+        found = provider.list_models(base_url, key=str(self.api_key))
+        print(f"Models at {target}:")
+        for model in found:
+            extra = f"  ({model['served_by']})" if model.get("served_by") else ""
+            print(f"  {model['id']:<24} {model.get('name', '')}{extra}")
+
+    def _cmd_reset(self, args: Any) -> None:
+        conversation = self.chats.get(args.chat)
+        count = len(conversation)
+        conversation.reset()
+        print(f"Conversation {args.chat!r} reset ({count} turns removed).")
+
+    def _cmd_history(self, args: Any) -> None:
+        conversation = self.chats.get(args.chat)
+        if not len(conversation):
+            print(f"Conversation {args.chat!r} is empty.")
+            return
+        for number, turn in enumerate(conversation.turns, 1):
+            mark = "" if turn.complete else "  [incomplete]"
+            print(f"[{number}] You ({turn.model}, {turn.started}):\n{turn.prompt}\n")
+            print(f"[{number}] Assistant{mark}:\n{turn.reply}\n")
+
+    def _cmd_export(self, args: Any) -> None:
+        conversation = self.chats.get(args.chat)
+        try:
+            conversation.export(args.path)
+        except (ValueError, OSError) as exc:
+            raise AivvmError(f"Could not export to {args.path}: {describe_error(exc)}") from None
+        print(f"Exported {len(conversation)} turns of {args.chat!r} to {args.path}")
+
+    def _cmd_import(self, args: Any) -> None:
+        from .conversation import Conversation
+
+        try:
+            loaded = Conversation.load(args.path)
+        except (ValueError, OSError) as exc:
+            raise AivvmError(describe_error(exc)) from None
+        conversation = self.chats.get(args.chat)
+        conversation.replace_with(loaded)
+        print(f"Imported {len(loaded)} turns into {args.chat!r} from {args.path}")
+
+    def _cmd_panel(self, args: Any) -> Any:
+        from .panel import ChatPanel
+
+        return ChatPanel(chat=args.chat, magics=self)
+
+
+_magics: dict[int, AivvmMagics] = {}
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the magics (and the hook that tells them each cell's id)."""
+    if id(ipython) in _magics:
+        return
+    magics = AivvmMagics(shell=ipython)
+    ipython.register_magics(magics)
+    ipython.events.register("pre_run_cell", magics._pre_run_cell)
+    _magics[id(ipython)] = magics
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Undo :func:`load_ipython_extension`: remove the magics and the hook."""
+    magics = _magics.pop(id(ipython), None)
+    if magics is None:
+        return
+    ipython.events.unregister("pre_run_cell", magics._pre_run_cell)
+    registry = ipython.magics_manager.magics
+    for kind, names in (("cell", ("aivvm",)), ("line", ("aivvm",))):
+        for name in names:
+            registry[kind].pop(name, None)
+    ipython.magics_manager.registry.pop(type(magics).__name__, None)
+
+
+def magics_for(ipython: Any) -> AivvmMagics | None:
+    """The loaded magics instance of ``ipython`` (the panel shares its conversations)."""
+    return _magics.get(id(ipython))

@@ -1,0 +1,181 @@
+"""One chat turn: conversation in, streamed reply out, recorded exactly once.
+
+The magic and the chat panel both run turns through :class:`TurnRunner`, so they share the same
+rules: history is trimmed to the model's context, turns on one conversation never interleave,
+a reply that stops early (error, interrupt, Stop) is kept as a marked partial turn when any text
+arrived, and nothing already in the conversation is lost. No IPython here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import protocol
+from .conversation import Conversation, Turn
+from .providers import APIError, IncompleteReply, StreamingReply, get_provider
+from .providers.transport import RetryCallback
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    """Everything a request needs besides the conversation. ``key`` never shows in a repr."""
+
+    model: str = protocol.DEFAULT_MODEL
+    temperature: float = protocol.DEFAULT_TEMPERATURE
+    system: str = protocol.DEFAULT_SYSTEM_MESSAGE
+    base_url: str = ""
+    provider: str = "aivvm"
+    key: str = field(default="", repr=False)
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retries: int = 2
+    history_limit: int = 0
+
+
+@dataclass
+class TurnOutcome:
+    """How a turn ended: the text that arrived, whether it is whole, and why not."""
+
+    text: str = ""
+    complete: bool = False
+    error: BaseException | None = None
+    turn: Turn | None = None
+
+    @property
+    def note(self) -> str:
+        """A short, user-facing reason the reply is not complete ("" when it is)."""
+        return describe_error(self.error)
+
+
+def describe_error(exc: BaseException | None) -> str:
+    """One short line for ``exc``, fit for a cell or a panel (never a traceback)."""
+    if exc is None:
+        return ""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, IncompleteReply):
+        return "stopped" if exc.reason == "stopped" else f"reply cut short: {exc.reason}"
+    if isinstance(exc, APIError):
+        return str(exc)
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+class TurnRunner:
+    """Runs one turn on ``conversation``; ``stop()`` from any thread ends it early.
+
+    ``record=False`` is a one-off question: no history is sent, nothing is recorded, and the
+    conversation is neither locked nor told.
+    """
+
+    def __init__(
+        self,
+        conversation: Conversation,
+        prompt: str,
+        settings: TurnSettings,
+        *,
+        source: str = "cell",
+        cell_id: str | None = None,
+        record: bool = True,
+        new: bool = False,
+        busy_timeout: float | None = 30.0,
+    ) -> None:
+        self.conversation = conversation
+        self.prompt = prompt
+        self.settings = settings
+        self.source = source
+        self.cell_id = cell_id
+        self.record = record
+        self.new = new
+        self.busy_timeout = busy_timeout
+        self._reply: StreamingReply | None = None
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        """End the stream now (thread-safe); what arrived is kept as a partial turn."""
+        self._stopped.set()
+        reply = self._reply
+        if reply is not None:
+            reply.stop()
+
+    def run(
+        self,
+        on_chunk: Callable[[str], None] | None = None,
+        on_retry: RetryCallback | None = None,
+    ) -> TurnOutcome:
+        """Stream the reply, calling ``on_chunk`` per chunk; never raises for a failed reply.
+
+        ``ConversationBusy`` is raised (nothing started) when another reply holds the
+        conversation longer than ``busy_timeout``. Interrupts and errors end the turn and come
+        back in ``outcome.error``; the caller decides how to show them.
+        """
+        if not self.record:
+            return self._stream([{"role": "user", "content": self.prompt}], on_chunk, on_retry)
+        with self.conversation.streaming(
+            self.prompt, self.source, cell_id=self.cell_id, timeout=self.busy_timeout
+        ) as pending:
+            if self.new:
+                self.conversation.reset()
+            messages, _dropped = self.conversation.fit(
+                self.prompt,
+                max_chars=protocol.input_char_limit(self.settings.model),
+                max_turns=self.settings.history_limit or None,
+                system=self.settings.system,
+            )
+
+            def add(chunk: str) -> None:
+                pending.add(chunk)
+                if on_chunk is not None:
+                    on_chunk(chunk)
+
+            outcome = self._stream(messages, add, on_retry)
+            if outcome.complete or outcome.text:
+                outcome.turn = pending.record(
+                    model=self.settings.model,
+                    temperature=self.settings.temperature,
+                    system=self.settings.system,
+                    complete=outcome.complete,
+                    error=outcome.note or None,
+                )
+        return outcome
+
+    def _stream(
+        self,
+        messages: list[dict[str, str]],
+        on_chunk: Callable[[str], None] | None,
+        on_retry: RetryCallback | None,
+    ) -> TurnOutcome:
+        s = self.settings
+        outcome = TurnOutcome()
+        try:
+            provider = get_provider(s.provider)
+            reply = provider.create_completion(
+                s.model,
+                messages,
+                True,
+                system_message=s.system,
+                temperature=s.temperature,
+                base_url=s.base_url or None,
+                key=s.key,
+                connect_timeout=s.connect_timeout,
+                read_timeout=s.read_timeout,
+                retries=s.retries,
+                on_retry=on_retry,
+            )
+            assert isinstance(reply, StreamingReply)
+            self._reply = reply
+            if self._stopped.is_set():
+                reply.stop()
+            with reply:
+                for chunk in reply:
+                    if on_chunk is not None:
+                        on_chunk(chunk)
+            outcome.complete = True
+        except BaseException as exc:  # noqa: BLE001 - interrupts too: keep what arrived
+            outcome.error = exc
+        finally:
+            reply = self._reply
+            outcome.text = reply.partial if reply is not None else ""
+        return outcome
