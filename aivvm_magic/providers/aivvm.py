@@ -206,12 +206,9 @@ def _stream_text(
             # A shut-down socket reads as a clean end; it must not pass for a whole reply.
             raise IncompleteReply("stopped", "")
     except IncompleteReply as exc:
+        # Bytes held back for a character the cut split are dropped, not turned into a guess.
         if control.stopped.is_set():
             exc.reason = "stopped"
-        # Whatever was held back for a split character is part of what arrived.
-        tail = decoder.flush()
-        if tail:
-            yield tail
         raise
     tail = decoder.flush()
     if tail:

@@ -170,8 +170,10 @@ def _describe_connect_error(exc: BaseException) -> str:
     if any(isinstance(c, urllib3.exceptions.NameResolutionError) for c in chain):
         return "host name not found"
     # NewConnectionError subclasses ConnectTimeoutError, so only the exact type means a timeout.
-    if any(type(c) is urllib3.exceptions.ConnectTimeoutError or isinstance(c, TimeoutError)
-           for c in chain):
+    if any(
+        type(c) is urllib3.exceptions.ConnectTimeoutError or isinstance(c, TimeoutError)
+        for c in chain
+    ):
         return "timed out while connecting"
     return "could not connect"
 
@@ -273,7 +275,7 @@ def iter_body(response: requests.Response, url: str, read_timeout: float) -> Ite
             try:
                 # read1 returns whatever one socket read brings (or one HTTP chunk's worth),
                 # instead of waiting for READ_SIZE bytes as read()/iter_content() do.
-                data = raw.read1(READ_SIZE)
+                data = raw.read1(READ_SIZE, decode_content=True)
             except urllib3.exceptions.ReadTimeoutError:
                 if received:
                     raise IncompleteReply(
