@@ -57,6 +57,16 @@ def _env(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
+def _unquote(args: Any, *names: str) -> Any:
+    # parse_argstring splits like a non-POSIX shell, which keeps the quotes around a quoted
+    # value (-s "Be brief." arrives as '"Be brief."'); take one matching pair off.
+    for name in names:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] in "\"'":
+            setattr(args, name, value[1:-1])
+    return args
+
+
 _CODE_BLOCK = re.compile(r"^(`{3,}|~{3,})[^\n]*\n(.*?)^\1[ \t]*$", re.DOTALL | re.MULTILINE)
 
 
@@ -193,7 +203,9 @@ class AivvmMagics(Magics):
             In [3]: %%aivvm -c review -o answer --format code
                ...: Write a function that reverses a list.
         """
-        args = parse_argstring(self.aivvm, line)
+        args = _unquote(
+            parse_argstring(self.aivvm, line), "model", "system", "chat", "output", "base_url"
+        )
         model = args.model or self.model
         try:
             protocol.resolve_model(model)
@@ -325,7 +337,7 @@ class AivvmMagics(Magics):
             In [3]: %aivvm import notes.json
             In [4]: %aivvm reset
         """
-        args = parse_argstring(self.aivvm_line, line)
+        args = _unquote(parse_argstring(self.aivvm_line, line), "path", "chat")
         command = args.command
         if command in ("export", "import") and not args.path:
             raise UsageError(f"%aivvm {command} needs a file path ending in .json or .md")

@@ -1,0 +1,47 @@
+"""Shared fixtures: a real IPython shell with the extension loaded, and real servers."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.testing.globalipapp import start_ipython
+
+from aivvm_magic.magics import magics_for
+from aivvm_magic.server import start_server
+from tests.faultserver import FaultServer
+
+CANARY = "sk-canary-5b1d0e7a93"
+
+
+@pytest.fixture(scope="session")
+def shell():
+    """The process's test InteractiveShell (IPython keeps one per process)."""
+    return start_ipython()
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """A reference server with the echo engine, for the whole session."""
+    with start_server(engine="echo") as server:
+        yield server
+
+
+@pytest.fixture
+def fault():
+    with FaultServer() as server:
+        yield server
+
+
+@pytest.fixture
+def ip(shell, reference):
+    """The shell with a fresh extension instance, pointed at the reference server, text mode."""
+    shell.run_line_magic("load_ext", "aivvm_magic")
+    magics = magics_for(shell)
+    magics.base_url = reference.url
+    magics.display_mode = "text"
+    magics.retries = 0
+    yield shell
+    shell.run_line_magic("unload_ext", "aivvm_magic")
+    # %config writes to the shell's config, which the next instance would inherit.
+    shell.config.pop("AivvmMagics", None)
+    for name in [n for n in shell.user_ns if n.startswith("aivvm_test_")]:
+        del shell.user_ns[name]
