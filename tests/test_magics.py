@@ -37,8 +37,19 @@ def test_load_registers_and_unload_removes(shell, reference):
 
 def test_help_lists_every_option(ip):
     doc = ip.find_cell_magic("aivvm").__doc__
-    for option in ("--model", "--temperature", "--system", "--chat", "--new", "--no-history",
-                   "--output", "--no-stream", "--base-url", "--format", "--no-interpolate"):
+    for option in (
+        "--model",
+        "--temperature",
+        "--system",
+        "--chat",
+        "--new",
+        "--no-history",
+        "--output",
+        "--no-stream",
+        "--base-url",
+        "--format",
+        "--no-interpolate",
+    ):
         assert option in doc
     line_doc = ip.find_line_magic("aivvm").__doc__
     for command in ("status", "models", "reset", "history", "export", "import", "panel"):
@@ -92,10 +103,10 @@ def test_environment_seeds_the_defaults(reference):
         "from aivvm_magic.magics import magics_for\n"
         "m = magics_for(ip); print(m.model, m.base_url, str(m.api_key) == 'k-123')\n"
     )
-    env = dict(os.environ, AIVVM_MODEL="gpt-4", AIVVM_BASE_URL=reference.url,
-               AIVVM_API_KEY="k-123")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=60)
+    env = dict(os.environ, AIVVM_MODEL="gpt-4", AIVVM_BASE_URL=reference.url, AIVVM_API_KEY="k-123")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.stdout.split() == ["gpt-4", reference.url, "True"], out.stderr
 
 
@@ -177,9 +188,10 @@ def test_interpolation_of_names_and_in_out(ip, reference):
 
 def test_interpolation_never_evaluates(ip, reference):
     ip.user_ns["aivvm_test_flag"] = []
-    ip.run_cell_magic("aivvm", "", "{aivvm_test_flag.append(1)} {__import__('os')}")
+    text = "{aivvm_test_flag.append(1)} {__import__('os')}"
+    ip.run_cell_magic("aivvm", "", text)
     assert ip.user_ns["aivvm_test_flag"] == []
-    assert sent_messages(reference)[-1]["content"] == "{aivvm_test_flag.append(1)} {__import__('os')}"
+    assert sent_messages(reference)[-1]["content"] == text
 
 
 # -- formats ----------------------------------------------------------------------------------
@@ -317,8 +329,7 @@ def test_magics_are_in_a_terminal_printed_as_they_arrive(reference):
         "ip.run_line_magic('config', f'AivvmMagics.base_url = {srv.url!r}')\n"
         "ip.run_cell_magic('aivvm', '', 'one two three')\n"
     )
-    proc = subprocess.Popen([sys.executable, "-u", "-c", code], stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, "-u", "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     import time
 
