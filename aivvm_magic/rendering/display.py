@@ -24,12 +24,6 @@ MIN_INTERVAL = 0.05
 #: How often the status line ticks while nothing new arrives (elapsed time, waiting dots).
 TICK = 0.5
 
-STYLE = """<style>
-.aivvm-status { color: var(--jp-ui-font-color2, #666); font-size: 0.85em; }
-.aivvm-status.aivvm-warn { color: var(--jp-warn-color0, #b45309); }
-.aivvm-reply pre { padding: 0.5em; overflow-x: auto; }
-</style>"""
-
 
 def render_reply(text: str, fmt: str) -> str:
     """Safe HTML for ``text`` in the display format ``fmt`` (``markdown``, ``text``, ``code``)."""
@@ -47,6 +41,16 @@ def format_status(
     if note:
         line = f"{line} · {note}"
     return line
+
+
+def _wrap(reply_html: str, status: str, *, warn: bool = False) -> str:
+    # Plain tags and classes only: no <style> or style attributes, which sanitisers (GitHub,
+    # nbviewer, an untrusted notebook) strip anyway, so the output looks the same everywhere.
+    mark = "⚠ " if warn else ""
+    return (
+        f'<div class="aivvm-reply">{reply_html}</div>'
+        f'<div class="aivvm-status"><small>{mark}{html.escape(status)}</small></div>'
+    )
 
 
 class StreamingDisplay:
@@ -150,8 +154,12 @@ class StreamingDisplay:
         elapsed = self._clock() - self._started
         state = "" if complete else ("incomplete" if text else "failed")
         status = format_status(
-            model=self.model, target=self.target, elapsed=elapsed, chars=len(text),
-            state=state, note=note,
+            model=self.model,
+            target=self.target,
+            elapsed=elapsed,
+            chars=len(text),
+            state=state,
+            note=note,
         )
         if self.mode != "widget":
             if text and not text.endswith("\n"):
@@ -171,24 +179,21 @@ class StreamingDisplay:
         self._widget.close()
 
     def _final_html(self, text: str, status: str, complete: bool) -> str:
-        warn = "" if complete else " aivvm-warn"
-        return (
-            f'{STYLE}<div class="aivvm-reply">{render_reply(text, self.fmt)}</div>'
-            f'<div class="aivvm-status{warn}">{html.escape(status)}</div>'
-        )
+        return _wrap(render_reply(text, self.fmt), status, warn=not complete)
 
     # -- the flusher thread -------------------------------------------------------------
 
     def _live_html(self, reply_html: str, state: str) -> str:
         elapsed = self._clock() - self._started
         line = format_status(
-            model=self.model, target=self.target, elapsed=elapsed, chars=self._chars,
-            state=state, note=self._notice,
+            model=self.model,
+            target=self.target,
+            elapsed=elapsed,
+            chars=self._chars,
+            state=state,
+            note=self._notice,
         )
-        return (
-            f'{STYLE}<div class="aivvm-reply">{reply_html}</div>'
-            f'<div class="aivvm-status">{html.escape(line)}</div>'
-        )
+        return _wrap(reply_html, line)
 
     def _flusher(self) -> None:
         reply_html = ""
