@@ -1,0 +1,565 @@
+"""The HTTP side of the reference server: validation, routing and streaming.
+
+Built on :mod:`http.server` with one thread per connection. ``POST /api/chat`` streams the
+engine's chunks as bare UTF-8 text with chunked transfer encoding, writing each chunk as soon
+as the engine yields it; the other routes answer small JSON documents with a Content-Length,
+so HTTP/1.1 keep-alive works throughout.
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import json
+import math
+import re
+import socket
+import socketserver
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+from ..protocol import CHAT_FIELDS, CHAT_PATH, MODELS_PATH, models
+from .engines import ChatRequest, Engine
+
+__all__ = [
+    "HEALTH_PATH",
+    "MAX_BODY_BYTES",
+    "BadRequest",
+    "ChatRequestHandler",
+    "ChatServer",
+    "ServerStats",
+    "parse_chat_request",
+    "redact_body",
+]
+
+HEALTH_PATH = "/api/health"
+
+#: Request bodies larger than this are refused with 413; far above any model's input limit.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+#: How many received ``/api/chat`` bodies the server remembers for inspection.
+RECORDED_REQUESTS = 1000
+
+_ROLES = ("user", "assistant")
+
+# JSON may carry lone surrogates (escapes like \ud800), which have no UTF-8 form; like a
+# JavaScript server, the reply shows each as U+FFFD rather than failing mid-stream.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# Allowed methods per path; anything else on a known path is a 405.
+_ROUTES: dict[str, tuple[str, ...]] = {
+    CHAT_PATH: ("POST",),
+    MODELS_PATH: ("GET", "POST"),
+    HEALTH_PATH: ("GET",),
+}
+
+
+class BadRequest(ValueError):
+    """A request body the server refuses with 400; the message is the one-line reason."""
+
+
+@dataclass
+class ServerStats:
+    """Counters of what the server did, safe to update from many handler threads."""
+
+    #: TCP connections accepted (a keep-alive client reuses one for many requests).
+    connections: int = 0
+    #: Chat replies whose stream began.
+    started: int = 0
+    #: Chat replies streamed to the end, terminator included.
+    completed: int = 0
+    #: Chat replies cut short because the client went away.
+    disconnected: int = 0
+    #: Chat replies cut short because the server was closing.
+    aborted: int = 0
+    #: Chat replies the engine failed: a 500 before the first piece, or a reply cut short.
+    failed: int = 0
+    #: Requests answered with a 4xx status.
+    rejected: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def increment(self, name: str) -> None:
+        """Add one to the counter ``name``."""
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+    def snapshot(self) -> dict[str, int]:
+        """All counters at one instant, as a dict."""
+        with self._lock:
+            return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_lock"}
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so an error reason stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int subclass, but ``"temperature": true`` is not a temperature.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def redact_body(body: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a chat body whose ``key`` is ``"<redacted>"`` unless it was empty."""
+    redacted = dict(body)
+    if "key" in redacted:
+        redacted["key"] = "" if redacted["key"] == "" else "<redacted>"
+    return redacted
+
+
+def parse_chat_request(body: Any) -> ChatRequest:
+    """Validate a decoded ``/api/chat`` body and return it as a :class:`ChatRequest`.
+
+    Raises :class:`BadRequest` with a one-line reason. The reason never contains the key.
+    """
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    missing = [name for name in CHAT_FIELDS if name not in body]
+    if missing:
+        raise BadRequest(f"missing field {', '.join(repr(name) for name in missing)}")
+    extra = sorted(name for name in body if name not in CHAT_FIELDS)
+    if extra:
+        # The protocol has exactly five fields; a client that sends more has drifted from it.
+        raise BadRequest(f"unexpected field {_short(extra[0])}")
+
+    model = body["model"]
+    if not isinstance(model, dict):
+        raise BadRequest("'model' must be an object with 'id' and 'name'")
+    model_id, model_name = model.get("id"), model.get("name")
+    if not isinstance(model_id, str) or not isinstance(model_name, str):
+        raise BadRequest("'model' must be an object with string 'id' and 'name'")
+    if model_id not in models:
+        raise BadRequest(f"unknown model {_short(model_id)}")
+
+    messages = body["messages"]
+    if not isinstance(messages, list):
+        raise BadRequest("'messages' must be a list")
+    if not messages:
+        raise BadRequest("'messages' must not be empty")
+    conversation = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise BadRequest(f"messages[{index}] must be an object")
+        role, content = message.get("role"), message.get("content")
+        if role not in _ROLES:
+            raise BadRequest(f"messages[{index}].role must be 'user' or 'assistant'")
+        if not isinstance(content, str):
+            raise BadRequest(f"messages[{index}].content must be a string")
+        conversation.append({"role": role, "content": content})
+
+    if not isinstance(body["key"], str):
+        raise BadRequest("'key' must be a string")
+    if not isinstance(body["prompt"], str):
+        raise BadRequest("'prompt' must be a string")
+
+    temperature = body["temperature"]
+    if not _is_number(temperature):
+        raise BadRequest("'temperature' must be a number")
+    if not (math.isfinite(temperature) and 0 <= temperature <= 2):
+        raise BadRequest("'temperature' must be between 0 and 2")
+
+    return ChatRequest(
+        model_id=model_id,
+        messages=conversation,
+        prompt=body["prompt"],
+        temperature=float(temperature),
+    )
+
+
+class _BodyError(Exception):
+    """A request body that could not be read; the connection cannot be reused after it."""
+
+    def __init__(self, status: HTTPStatus, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class ChatServer(socketserver.ThreadingMixIn, HTTPServer):
+    """An HTTP server that answers the Aivvm API with one engine.
+
+    Each connection gets a daemon thread, so a stuck client never blocks shutdown. The server
+    keeps track of open connections so that :meth:`close_connections` can end streams and idle
+    keep-alive connections promptly when it is closed.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+    # Room for a burst of clients connecting at once before their threads start.
+    request_queue_size = 128
+
+    def __init__(
+        self,
+        server_address: tuple[str, int],
+        engine: Engine,
+        api_key: str | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        if ":" in server_address[0]:
+            self.address_family = socket.AF_INET6
+        self.engine = engine
+        self.api_key = api_key
+        #: Called with one line per request (method, path, status), and on internal errors.
+        self.log = log
+        self.stats = ServerStats()
+        #: The ``/api/chat`` bodies received, key redacted, newest last.
+        self.requests: collections.deque[dict[str, Any]] = collections.deque(
+            maxlen=RECORDED_REQUESTS
+        )
+        self.closing = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(server_address, ChatRequestHandler)
+
+    def track(self, connection: socket.socket) -> None:
+        """Remember an open connection; shut it at once if the server is already closing."""
+        with self._connections_lock:
+            self._connections.add(connection)
+        if self.closing.is_set():
+            _shutdown_socket(connection)
+
+    def untrack(self, connection: socket.socket) -> None:
+        """Forget a connection that its handler has finished with."""
+        with self._connections_lock:
+            self._connections.discard(connection)
+
+    def close_connections(self) -> None:
+        """Shut every open connection, waking handlers blocked reading or writing."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            _shutdown_socket(connection)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Report an exception from a handler in one line instead of a traceback."""
+        error = sys.exc_info()[1]
+        # A client that vanishes mid-request is routine for a server, not an error.
+        if isinstance(error, OSError) or error is None:
+            return
+        if self.log is not None:
+            self.log(f"internal error: {type(error).__name__}: {error}")
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+
+def _shutdown_socket(connection: socket.socket) -> None:
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # Already closed by the peer or by its handler.
+
+
+class ChatRequestHandler(BaseHTTPRequestHandler):
+    """Answers the Aivvm API routes; one instance per connection."""
+
+    server: ChatServer
+    protocol_version = "HTTP/1.1"
+    server_version = "AivvmReferenceServer/0.1"
+    sys_version = ""
+    # An idle keep-alive connection is dropped after this many seconds.
+    timeout = 120
+
+    def version_string(self) -> str:
+        """The ``Server`` header: this server's name, without the Python version."""
+        return self.server_version
+
+    # -- connection lifecycle -------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Register the connection with the server before serving it."""
+        super().setup()
+        self.server.stats.increment("connections")
+        self.server.track(self.connection)
+
+    def finish(self) -> None:
+        """Unregister the connection once the last request on it is done."""
+        try:
+            super().finish()
+        finally:
+            self.server.untrack(self.connection)
+
+    # -- logging: quiet, except for one access line per request when asked -----------------
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Print nothing: the server is quiet by default."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Send one access line (method, path, status) to the server's log, if it has one."""
+        if self.server.log is None:
+            return
+        status = code.value if isinstance(code, HTTPStatus) else code
+        method = getattr(self, "command", None) or "-"
+        # The path comes from the client: keep control characters out of the log.
+        path = "".join(c if c.isprintable() else "?" for c in self._route_path()[:200])
+        self.server.log(f"{method} {path or '-'} {status}")
+
+    # -- routing ----------------------------------------------------------------------------
+
+    def _route_path(self) -> str:
+        # Only the path routes; a query string or fragment is ignored.
+        raw = getattr(self, "path", "") or ""
+        return raw.split("?", 1)[0].split("#", 1)[0]
+
+    def _dispatch(self) -> None:
+        """Answer a request of any method: the route, or a 404 or a 405."""
+        path = self._route_path()
+        allowed = _ROUTES.get(path)
+        if allowed is None:
+            self._discard_body()
+            self._send_text(HTTPStatus.NOT_FOUND, "Not found")
+            return
+        if self.command not in allowed:
+            self._discard_body()
+            self._send_text(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                "Method not allowed",
+                {"Allow": ", ".join(allowed)},
+            )
+            return
+        if path == CHAT_PATH:
+            self._handle_chat()
+        elif path == MODELS_PATH:
+            self._handle_models()
+        else:
+            self._handle_health()
+
+    # One router for every method, so a method a path does not take is a 405 (not the 501
+    # http.server gives for methods it has no do_* for).
+    do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
+
+    # -- routes -----------------------------------------------------------------------------
+
+    def _handle_health(self) -> None:
+        engine = self.server.engine
+        self._send_json({"status": "ok", "engine": engine.name, "engine_info": engine.describe()})
+
+    def _handle_models(self) -> None:
+        # chatbot-ui's POST form carries {"key": ""}; the list does not depend on it, so the
+        # body is read (to keep the connection in step) and otherwise ignored.
+        if self.command == "POST" and self._read_body_or_reply() is None:
+            return
+        served_by = self.server.engine.served_by()
+        listing = [
+            {"id": m["id"], "name": m["name"], "served_by": served_by} for m in models.values()
+        ]
+        self._send_json(listing)
+
+    def _handle_chat(self) -> None:
+        raw = self._read_body_or_reply()
+        if raw is None:
+            return
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            self._bad_request("body is not valid JSON")
+            return
+        if isinstance(body, dict):
+            self.server.requests.append(redact_body(body))
+            api_key = self.server.api_key
+            key = body.get("key")
+            # Checked before the rest of the body, so an unauthorised client learns nothing
+            # about what else is wrong; compare_digest keeps the comparison time constant.
+            if api_key is not None and not (
+                isinstance(key, str) and hmac.compare_digest(_utf8(key), _utf8(api_key))
+            ):
+                self._send_text(HTTPStatus.UNAUTHORIZED, "Unauthorized")
+                return
+        try:
+            request = parse_chat_request(body)
+        except BadRequest as error:
+            self._bad_request(str(error))
+            return
+        self._stream_reply(request)
+
+    # -- streaming --------------------------------------------------------------------------
+
+    def _stream_reply(self, request: ChatRequest) -> None:
+        stats = self.server.stats
+        # Pull the first chunk before committing to a 200, so an engine that fails at once
+        # (a model that will not load, say) is a plain 500 the client can report.
+        try:
+            generator = iter(self.server.engine.generate(request))
+            first = next(generator, None)
+        except Exception as error:
+            self._engine_failed(error)
+            stats.increment("failed")
+            self._send_text(HTTPStatus.INTERNAL_SERVER_ERROR, "Error")
+            return
+        try:
+            # HTTP/1.0 clients do not know chunked framing; for them the end of the body is
+            # the end of the connection, which the protocol allows.
+            chunked = self.request_version != "HTTP/1.0"
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Cache-Control", "no-cache")
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            stats.increment("started")
+            outcome = self._write_chunks(first, generator, chunked)
+            stats.increment(outcome)
+            if outcome != "completed":
+                # The client cannot tell where this reply ends, so the connection is over.
+                self.close_connection = True
+        finally:
+            close = getattr(generator, "close", None)
+            if close is not None:
+                close()
+
+    def _write_chunks(self, first: str | None, generator: Any, chunked: bool) -> str:
+        """Write the reply; return the stats counter that names how the stream ended."""
+        try:
+            self.end_headers()
+            chunk = first
+            while chunk is not None:
+                if self.server.closing.is_set():
+                    return "aborted"
+                if chunk:
+                    data = _utf8(chunk)
+                    # A zero-length chunk would end the body, so empty pieces are skipped.
+                    self.wfile.write(b"%X\r\n%s\r\n" % (len(data), data) if chunked else data)
+                    self.wfile.flush()
+                try:
+                    chunk = next(generator, None)
+                except Exception as error:
+                    self._engine_failed(error)
+                    return "failed"
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+            return "completed"
+        except OSError:
+            # BrokenPipeError, ConnectionResetError and friends: the reader is gone (or the
+            # server shut the socket while closing). The caller closes the generator.
+            return "aborted" if self.server.closing.is_set() else "disconnected"
+
+    def _engine_failed(self, error: Exception) -> None:
+        if self.server.log is not None:
+            self.server.log(f"engine error: {type(error).__name__}: {error}")
+
+    # -- request bodies ---------------------------------------------------------------------
+
+    def _read_body(self) -> bytes:
+        """The request body, from Content-Length or chunked framing; raises _BodyError."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked_body()
+        length_header = self.headers.get("Content-Length")
+        if length_header is None:
+            return b""
+        try:
+            length = int(length_header)
+        except ValueError:
+            raise _BodyError(
+                HTTPStatus.BAD_REQUEST, "Bad request: invalid Content-Length"
+            ) from None
+        if length < 0:
+            raise _BodyError(HTTPStatus.BAD_REQUEST, "Bad request: invalid Content-Length")
+        if length > MAX_BODY_BYTES:
+            raise _BodyError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "Request body too large")
+        data = self.rfile.read(length)
+        if len(data) < length:
+            raise _BodyError(
+                HTTPStatus.BAD_REQUEST, "Bad request: body shorter than Content-Length"
+            )
+        return data
+
+    def _read_chunked_body(self) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _BodyError(
+                    HTTPStatus.BAD_REQUEST, "Bad request: invalid chunked body"
+                ) from None
+            if size < 0:
+                raise _BodyError(HTTPStatus.BAD_REQUEST, "Bad request: invalid chunked body")
+            if size == 0:
+                break
+            total += size
+            if total > MAX_BODY_BYTES:
+                raise _BodyError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "Request body too large")
+            part = self.rfile.read(size)
+            if len(part) < size or self.rfile.read(2) != b"\r\n":
+                raise _BodyError(HTTPStatus.BAD_REQUEST, "Bad request: invalid chunked body")
+            parts.append(part)
+        # Trailer fields, if any, end with an empty line.
+        while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):
+            pass
+        return b"".join(parts)
+
+    def _read_body_or_reply(self) -> bytes | None:
+        """The request body, or None after answering the error that reading it caused."""
+        try:
+            return self._read_body()
+        except _BodyError as error:
+            # Whatever is left of the body is still on the wire, so this connection is done.
+            self.close_connection = True
+            self._send_text(error.status, error.reason)
+            return None
+
+    def _discard_body(self) -> None:
+        """Read and drop a body nobody will use, so the next request on the connection parses."""
+        try:
+            self._read_body()
+        except _BodyError:
+            self.close_connection = True
+
+    # -- plain responses --------------------------------------------------------------------
+
+    def _bad_request(self, reason: str) -> None:
+        self._send_text(HTTPStatus.BAD_REQUEST, f"Bad request: {reason}")
+
+    def _send_text(
+        self, status: HTTPStatus, text: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self._send_bytes(status, text.encode("utf-8"), "text/plain; charset=utf-8", headers)
+
+    def _send_json(self, document: Any) -> None:
+        data = json.dumps(document, ensure_ascii=False).encode("utf-8")
+        self._send_bytes(HTTPStatus.OK, data, "application/json; charset=utf-8")
+
+    def _send_bytes(
+        self,
+        status: HTTPStatus,
+        data: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if 400 <= status < 500:
+            self.server.stats.increment("rejected")
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Answer errors found by http.server itself (bad request line, ...) in plain text."""
+        # The base class writes an HTML page; every answer of this server is plain text.
+        try:
+            status = HTTPStatus(code)
+        except ValueError:
+            status = HTTPStatus.INTERNAL_SERVER_ERROR
+        self.close_connection = True
+        self._send_text(status, message or status.phrase)
