@@ -96,8 +96,12 @@ class Kernel:
                     break
                 continue
             collected.append(message)
-        reply = self.client.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
-        return Execution(reply, collected)
+        # Skip other replies on the shell channel: a busy machine makes start-up send more
+        # than one kernel_info request, and their replies must not pass for this one.
+        while True:
+            reply = self.client.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return Execution(reply, collected)
 
     def interrupt(self) -> None:
         self.manager.interrupt_kernel()

@@ -123,7 +123,9 @@ def test_interrupt_keeps_the_partial_reply_and_the_next_cell_runs(kernel):
             f"%%aivvm -c intr --base-url {server.url}\n{words}",
             on_message=interrupt_after_first_text,
         )
-        assert run.status == "error" and run.reply["content"]["ename"] == "KeyboardInterrupt"
+        timeline = [(m["msg_type"], json.dumps(m["content"])[:120]) for m in run.messages]
+        assert run.status == "error", timeline
+        assert run.reply["content"]["ename"] == "KeyboardInterrupt"
         bundle = run.final_bundle()
         assert (
             bundle["text/plain"].startswith("part0 part1") and "incomplete" in bundle["text/plain"]
