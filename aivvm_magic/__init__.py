@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .providers import Aivvm
-
 __all__ = ["Aivvm", "ChatPanel", "load_ipython_extension", "unload_ipython_extension"]
 __version__ = "0.1.0"
 
@@ -30,8 +28,12 @@ def unload_ipython_extension(ipython: Any) -> None:
 
 
 def __getattr__(name: str) -> Any:
-    # The panel pulls in ipywidgets; import it only when asked for, so that importing the
-    # provider core stays free of IPython and widgets.
+    # Imported on first use: ``%load_ext`` stays fast (requests, markdown and widgets load
+    # with the first cell), and importing the provider core stays free of IPython and widgets.
+    if name == "Aivvm":
+        from .providers import Aivvm
+
+        return Aivvm
     if name == "ChatPanel":
         from .panel import ChatPanel
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -18,9 +18,12 @@ from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, default
 from . import embedded, protocol
 from .conversation import ConversationBusy, ConversationStore
 from .interpolation import interpolate
-from .providers import get_provider
-from .rendering.display import StreamingDisplay
-from .turns import TurnRunner, TurnSettings, describe_error
+
+if TYPE_CHECKING:
+    from .turns import TurnSettings
+
+# The provider (requests), the renderer (markdown, nh3) and the widgets are imported inside the
+# methods that use them, so that ``%load_ext aivvm_magic`` adds little to kernel start-up.
 
 FORMATS = ("markdown", "text", "code")
 
@@ -239,6 +242,8 @@ class AivvmMagics(Magics):
 
     def settings(self, **overrides: Any) -> TurnSettings:
         """The request settings from the traitlets, with per-cell ``overrides``."""
+        from .turns import TurnSettings
+
         values: dict[str, Any] = {
             "model": self.model,
             "temperature": self.temperature,
@@ -272,6 +277,9 @@ class AivvmMagics(Magics):
         Raises :class:`AivvmError` (one short line) when the reply failed or was cut short,
         after showing and recording what did arrive; re-raises ``KeyboardInterrupt``.
         """
+        from .rendering.display import StreamingDisplay
+        from .turns import TurnRunner
+
         mode = "widget" if self._use_widgets() else "text"
         display = StreamingDisplay(
             model=settings.model, target=target or settings.base_url, fmt=fmt, mode=mode
@@ -360,6 +368,8 @@ class AivvmMagics(Magics):
         print("\n".join(lines))
 
     def _cmd_models(self, args: Any) -> None:
+        from .providers import get_provider
+
         base_url, target = self.target()
         provider = get_provider(self.provider)
         found = provider.list_models(base_url, key=str(self.api_key))
@@ -389,7 +399,7 @@ class AivvmMagics(Magics):
         try:
             conversation.export(args.path)
         except (ValueError, OSError) as exc:
-            raise AivvmError(f"Could not export to {args.path}: {describe_error(exc)}") from None
+            raise AivvmError(f"Could not export to {args.path}: {_one_line(exc)}") from None
         print(f"Exported {len(conversation)} turns of {args.chat!r} to {args.path}")
 
     def _cmd_import(self, args: Any) -> None:
@@ -398,7 +408,7 @@ class AivvmMagics(Magics):
         try:
             loaded = Conversation.load(args.path)
         except (ValueError, OSError) as exc:
-            raise AivvmError(describe_error(exc)) from None
+            raise AivvmError(_one_line(exc)) from None
         conversation = self.chats.get(args.chat)
         conversation.replace_with(loaded)
         print(f"Imported {len(loaded)} turns into {args.chat!r} from {args.path}")
@@ -407,6 +417,11 @@ class AivvmMagics(Magics):
         from .panel import ChatPanel
 
         return ChatPanel(chat=args.chat, magics=self)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:300]
 
 
 _magics: dict[int, AivvmMagics] = {}
