@@ -272,6 +272,7 @@ def test_key_never_appears_in_outputs_or_errors(ip, fault, capsys):
 
 def test_status_says_plainly_when_it_is_the_embedded_echo_server(ip, capsys):
     magics_for(ip).base_url = ""
+    magics_for(ip).embedded_engine = "echo"
     ip.run_cell_magic("aivvm", "", "hi")
     ip.run_line_magic("aivvm", "status")
     out = capsys.readouterr().out
