@@ -587,6 +587,9 @@ class Conversation:
         return unsubscribe
 
     def _emit(self, kind: EventKind, **fields: Any) -> None:
+        # Called for every chunk of every reply: with nobody listening, do nothing at all.
+        if not self._listeners:
+            return
         event = ConversationEvent(kind, conversation=self, **fields)
         with self._state:
             listeners = list(self._listeners.values())

@@ -85,7 +85,6 @@ class StreamingDisplay:
         self._notice = ""
         self._started = clock()
         self._first_chunk: float | None = None
-        self._lock = threading.Lock()
         self._dirty = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -113,11 +112,13 @@ class StreamingDisplay:
         """Add a chunk of the reply; shown by the next coalesced update."""
         if self._first_chunk is None:
             self._first_chunk = self._clock()
-        with self._lock:
-            self._parts.append(chunk)
-            self._chars += len(chunk)
+        # Only this thread appends; list.append is atomic, and the flusher reads a copy.
+        self._parts.append(chunk)
+        self._chars += len(chunk)
         if self.mode == "widget":
-            self._dirty.set()
+            # Setting an Event takes its lock and wakes waiters: only do it when it is clear.
+            if not self._dirty.is_set():
+                self._dirty.set()
         else:
             self._stream.write(chunk)
             self._stream.flush()
@@ -134,10 +135,7 @@ class StreamingDisplay:
     @property
     def text(self) -> str:
         """Everything appended so far."""
-        with self._lock:
-            if len(self._parts) > 1:
-                self._parts[:] = ["".join(self._parts)]
-            return self._parts[0] if self._parts else ""
+        return "".join(self._parts[:])
 
     # -- the end ------------------------------------------------------------------------
 

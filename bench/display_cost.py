@@ -1,0 +1,153 @@
+"""What the live display costs in a real kernel, side by side with the provider alone.
+
+A reference server streams a reply of N word-sized chunks, as fast as it can or at a fixed
+rate. In one kernel (jupyter_client, messages read off iopub) three cells fetch it:
+
+* **provider alone**: ``Aivvm.create_completion(...).text()``, nothing displayed;
+* **%%aivvm**: the magic with its coalesced widget display and final static bundle;
+* **naive widget**: an HTML widget whose value is set to the whole text on every chunk.
+
+Per cell: wall time and kernel CPU time (measured inside the kernel), iopub messages, widget
+updates, bytes of iopub content, updates per second.
+
+``python bench/display_cost.py [--chunks 20000] [--rate-chunks 2000] [--rate 200]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aivvm_magic.server import start_server  # noqa: E402
+from tests.kernel import Kernel  # noqa: E402
+
+TIMED = """
+import time as _time
+_wall, _cpu = _time.perf_counter(), _time.process_time()
+{body}
+print("TIMES", _time.perf_counter() - _wall, _time.process_time() - _cpu)
+"""
+
+PROVIDER = """
+_text = Aivvm.create_completion("", [{{"role": "user", "content": _prompt}}], True,
+                                base_url={url!r}).text()
+assert _text == _prompt
+"""
+
+MAGIC = """
+get_ipython().run_cell_magic("aivvm", "-c bench --new --base-url {url}", _prompt)
+"""
+
+NAIVE = """
+import ipywidgets as _w
+from IPython.display import display as _display
+_view = _w.HTML()
+_display(_view)
+_parts = []
+for _chunk in Aivvm.create_completion("", [{{"role": "user", "content": _prompt}}], True,
+                                      base_url={url!r}):
+    _parts.append(_chunk)
+    _view.value = "".join(_parts)
+"""
+
+
+def measure(kernel: Kernel, label: str, body: str, reply_chars: int) -> dict[str, object]:
+    run = kernel.execute(TIMED.format(body=body), timeout=900)
+    if run.status != "ok":
+        raise RuntimeError(f"{label}: {run.reply['content']}")
+    line = [ln for ln in run.stdout().splitlines() if ln.startswith("TIMES")][-1]
+    wall, cpu = (float(x) for x in line.split()[1:])
+    updates = run.widget_updates()
+    total_bytes = sum(len(json.dumps(m["content"])) for m in run.messages)
+    return {
+        "label": label,
+        "wall": wall,
+        "cpu": cpu,
+        "messages": len(run.messages),
+        "updates": len(updates),
+        "bytes": total_bytes,
+        "per_s": len(updates) / wall if wall else 0.0,
+        "reply_chars": reply_chars,
+    }
+
+
+def table(title: str, rows: list[dict[str, object]]) -> list[str]:
+    base = rows[0]["wall"]
+    out = [
+        f"### {title}\n",
+        "| cell | wall s | vs provider | kernel CPU s | iopub msgs | widget updates "
+        "| updates/s | iopub MB | bytes / (reply × updates) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        factor = r["bytes"] / (r["reply_chars"] * max(1, r["updates"]))
+        out.append(
+            f"| {r['label']} | {r['wall']:.2f} | {r['wall'] / base:.2f} | {r['cpu']:.2f} | "
+            f"{r['messages']:,} | {r['updates']:,} | {r['per_s']:.1f} | "
+            f"{r['bytes'] / 1e6:.1f} | {factor:.2f} |"
+        )
+    return out
+
+
+def scenario(
+    kernel: Kernel, url: str, chunks: int, naive: bool, repeat: int
+) -> list[dict[str, object]]:
+    """Each cell ``repeat`` times, interleaved so that load on the machine hits all alike;
+    the run with the median wall time of each cell is reported."""
+    prompt = " ".join(f"w{i}" for i in range(chunks))
+    kernel.execute(f"_prompt = {prompt!r}")
+    cells = [
+        ("provider alone", PROVIDER),
+        ("%%aivvm (coalesced)", MAGIC),
+    ]
+    if naive:
+        cells.append(("naive: widget per chunk", NAIVE))
+    runs: dict[str, list[dict[str, object]]] = {label: [] for label, _ in cells}
+    for _ in range(repeat):
+        for label, body in cells:
+            runs[label].append(measure(kernel, label, body.format(url=url), len(prompt)))
+    return [sorted(r, key=lambda x: x["wall"])[len(r) // 2] for r in runs.values()]
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--chunks", type=int, default=20_000)
+    parser.add_argument("--rate-chunks", type=int, default=2_000)
+    parser.add_argument("--rate", type=float, default=200.0, help="chunks per second")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--naive-chunks", type=int, default=5_000,
+                        help="the naive display sends the whole text per chunk (quadratic)")
+    args = parser.parse_args(argv)
+    kernel = Kernel()
+    lines: list[str] = []
+    try:
+        kernel.execute("%load_ext aivvm_magic\nfrom aivvm_magic import Aivvm")
+        with start_server(engine="echo") as fast:
+            rows = scenario(kernel, fast.url, args.chunks, naive=False, repeat=args.repeat)
+            lines += table(f"{args.chunks:,} chunks, as fast as possible", rows)
+            naive_rows = scenario(kernel, fast.url, args.naive_chunks, naive=True, repeat=1)
+            lines += [""] + table(
+                f"{args.naive_chunks:,} chunks, as fast as possible, with the naive display",
+                naive_rows,
+            )
+        with start_server(engine="echo", delay=1.0 / args.rate) as paced:
+            rows = scenario(kernel, paced.url, args.rate_chunks, naive=True, repeat=args.repeat)
+            lines += [""] + table(
+                f"{args.rate_chunks:,} chunks at {args.rate:g} chunks a second", rows
+            )
+    finally:
+        kernel.close()
+    report = "\n".join(lines)
+    print(report)
+    return report
+
+
+if __name__ == "__main__":
+    started = time.perf_counter()
+    main()
+    print(f"\n({time.perf_counter() - started:.0f} s)")
