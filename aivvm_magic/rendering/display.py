@@ -25,9 +25,27 @@ MIN_INTERVAL = 0.05
 TICK = 0.5
 
 
+#: Markdown costs about a second per megabyte to render: longer replies are shown as plain
+#: text in the final output, and while streaming only their tail is shown.
+MARKDOWN_LIMIT = 1_000_000
+LIVE_MARKDOWN_LIMIT = 100_000
+LIVE_TAIL = 20_000
+
+
 def render_reply(text: str, fmt: str) -> str:
     """Safe HTML for ``text`` in the display format ``fmt`` (``markdown``, ``text``, ``code``)."""
-    return render_text(text) if fmt == "text" else render_markdown(text)
+    if fmt == "text" or len(text) > MARKDOWN_LIMIT:
+        return render_text(text)
+    return render_markdown(text)
+
+
+def render_live(text: str, fmt: str) -> str:
+    """Safe HTML for the live view: the whole reply, or for a long one its last part only,
+    so each update stays small however long the reply grows."""
+    if len(text) <= LIVE_MARKDOWN_LIMIT:
+        return render_reply(text, fmt)
+    note = f"… {len(text) - LIVE_TAIL:,} characters above; the whole reply appears when done"
+    return f"<p><em>{html.escape(note)}</em></p>{render_text(text[-LIVE_TAIL:])}"
 
 
 def format_status(
@@ -166,10 +184,14 @@ class StreamingDisplay:
                 self._stream.write(f"[{status}]\n")
             self._stream.flush()
             return
-        bundle = {
-            "text/plain": text if complete else f"{text}\n[{status}]",
-            "text/html": self._final_html(text, status, complete),
-        }
+        plain = text if complete else f"{text}\n[{status}]"
+        bundle = {"text/plain": plain}
+        # A reply too long for markdown is shown by the frontend's own plain-text renderer;
+        # an HTML copy would only double the size of the notebook.
+        if len(text) <= MARKDOWN_LIMIT:
+            bundle["text/html"] = self._final_html(text, status, complete)
+        elif complete:
+            bundle["text/plain"] = f"{text}\n[{status}]"
         self._handle.update(bundle, raw=True)
         self.updates += 1
         # The live widget is no longer shown; closing it frees its comm in the kernel and
@@ -209,7 +231,7 @@ class StreamingDisplay:
             try:
                 if self._chars != shown_chars:
                     shown_chars = self._chars
-                    reply_html = render_reply(self.text, self.fmt)
+                    reply_html = render_live(self.text, self.fmt)
                     self._notice = ""
                 state = "waiting…" if self._first_chunk is None else "streaming…"
                 self._widget.value = self._live_html(reply_html, state)
