@@ -38,9 +38,16 @@ for _i in range({turns}):
                       started="2026-01-01T00:00:00+00:00", duration=0.1, complete=True,
                       source="cell", cell_id=None, error=None))
 _build = time.perf_counter() - _t
-_t = time.perf_counter(); _conv.export("/tmp/aivvm-bench-big.json"); _export = time.perf_counter() - _t
-_t = time.perf_counter(); _loaded = type(_conv).load("/tmp/aivvm-bench-big.json"); _import = time.perf_counter() - _t
-_t = time.perf_counter(); _msgs = _conv.messages("next", max_chars=96_000); _trim = time.perf_counter() - _t
+_path = "/tmp/aivvm-bench-big.json"
+_t = time.perf_counter()
+_conv.export(_path)
+_export = time.perf_counter() - _t
+_t = time.perf_counter()
+_loaded = type(_conv).load(_path)
+_import = time.perf_counter() - _t
+_t = time.perf_counter()
+_msgs = _conv.messages("next", max_chars=96_000)
+_trim = time.perf_counter() - _t
 print("TIMES", json.dumps({{"build": _build, "export": _export, "import": _import, "trim": _trim,
       "kept_messages": len(_msgs)}}))
 """
