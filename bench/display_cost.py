@@ -81,15 +81,23 @@ def table(title: str, rows: list[dict[str, object]]) -> list[str]:
     out = [
         f"### {title}\n",
         "| cell | wall s | vs provider | kernel CPU s | iopub msgs | widget updates "
-        "| updates/s | iopub MB | bytes / (reply × updates) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| updates/s | iopub MB | bytes / (reply × updates) | targets |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
         factor = r["bytes"] / (r["reply_chars"] * max(1, r["updates"]))
+        verdict = ""
+        if str(r["label"]).startswith("%%aivvm"):
+            checks = [
+                ("≤ 25 updates/s", r["per_s"] <= 25),
+                ("wall ≤ 1.10", r["wall"] / base <= 1.10),
+                ("bytes factor ≤ 3", factor <= 3),
+            ]
+            verdict = "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in checks)
         out.append(
             f"| {r['label']} | {r['wall']:.2f} | {r['wall'] / base:.2f} | {r['cpu']:.2f} | "
             f"{r['messages']:,} | {r['updates']:,} | {r['per_s']:.1f} | "
-            f"{r['bytes'] / 1e6:.1f} | {factor:.2f} |"
+            f"{r['bytes'] / 1e6:.1f} | {factor:.2f} | {verdict} |"
         )
     return out
 
@@ -120,8 +128,12 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--rate-chunks", type=int, default=2_000)
     parser.add_argument("--rate", type=float, default=200.0, help="chunks per second")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--naive-chunks", type=int, default=5_000,
-                        help="the naive display sends the whole text per chunk (quadratic)")
+    parser.add_argument(
+        "--naive-chunks",
+        type=int,
+        default=5_000,
+        help="the naive display sends the whole text per chunk (quadratic)",
+    )
     args = parser.parse_args(argv)
     kernel = Kernel()
     lines: list[str] = []

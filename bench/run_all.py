@@ -1,0 +1,105 @@
+"""Run every benchmark and rewrite BENCHMARKS.md with the machine, the date and the tables.
+
+``python bench/run_all.py [--quick]`` (``make bench``). ``--quick`` uses smaller sizes, for a
+smoke run; the record in BENCHMARKS.md comes from a full run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import display_cost  # noqa: E402
+import memory  # noqa: E402
+import startup  # noqa: E402
+import streaming  # noqa: E402
+
+TARGETS = """\
+| benchmark | target |
+| --- | --- |
+| first-chunk delay | provider within 2 ms of the raw socket at p50, every framing |
+| throughput | provider at least 0.8 of the raw socket |
+| display cost | at most 25 updates a second; bytes within a small factor of reply × \
+updates; wall within 10% of the provider alone |
+| start-up | `%load_ext` adds under 200 ms; heavy imports lazy |
+| local model | the HTTP path costs under 5% of llama.cpp's own throughput |
+"""
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kb / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return (
+        f"{os.cpu_count()} cores ({cpu}){mem}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--output", default=str(HERE.parent / "BENCHMARKS.md"))
+    args = parser.parse_args(argv)
+    quick = args.quick
+    sections = [
+        streaming.main(["--count", "30" if quick else "100", "--size-mb", "5" if quick else "50"]),
+        display_cost.main(
+            ["--chunks", "2000", "--rate-chunks", "200", "--naive-chunks", "500", "--repeat", "1"]
+            if quick
+            else []
+        ),
+        startup.main(["--runs", "2" if quick else "5"]),
+        memory.main(["--reply-mb", "1", "--turns", "1000"] if quick else []),
+    ]
+    if importlib.util.find_spec("llama_cpp") is not None and (HERE / "local_model.py").exists():
+        import local_model
+
+        sections.append(local_model.main(["--runs", "1"] if quick else []))
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
+    ).stdout.strip()
+    text = [
+        "# Benchmarks",
+        "",
+        f"Machine: {machine()}. Date: {dt.date.today().isoformat()}. Commit: {commit or '?'}."
+        + (" Quick run (small sizes)." if quick else ""),
+        "",
+        "Written by `make bench` (`python bench/run_all.py`); every table compares side by side "
+        "in one run, since the machine is shared and noisy.",
+        "",
+        "## Targets",
+        "",
+        TARGETS,
+        "## Results",
+        "",
+        "\n\n".join(sections),
+        "",
+    ]
+    Path(args.output).write_text("\n".join(text))
+    print(f"\nwrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
