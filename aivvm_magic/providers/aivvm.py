@@ -16,22 +16,19 @@ import requests
 from .. import protocol
 from ..protocol import models
 from .base import AbstractProvider, CreateResult, Messages
-from .decoding import TextDecoder
-from .errors import IncompleteReply, ProviderError
+from .errors import ProviderError
 from .reply import StreamControl, StreamingReply
 from .transport import (
+    USER_AGENT,
     RetryCallback,
     RetryPolicy,
     Timeouts,
     get_json,
-    iter_body,
     normalise_base_url,
-    open_stream,
+    stream_text,
 )
 
 __all__ = ["Aivvm", "models"]
-
-_USER_AGENT = "aivvm-magic (python-requests)"
 
 
 class Aivvm(AbstractProvider):
@@ -165,51 +162,15 @@ def _message(message: dict[str, str]) -> dict[str, str]:
     return {"role": message["role"], "content": message["content"]}
 
 
-def _stream_text(
-    url: str,
-    body: bytes,
-    *,
-    secret: str,
-    timeouts: Timeouts,
-    retry: RetryPolicy,
-    session: requests.Session | None,
-    on_retry: RetryCallback | None,
-    control: StreamControl,
-) -> Iterator[str]:
+def _stream_text(url: str, body: bytes, **options: Any) -> Iterator[str]:
     origin = url[: -len(protocol.CHAT_PATH)]
+    # The original client's browser-like headers, less the fetch metadata no server needs.
     headers = {
         "Content-Type": "application/json",
         "Accept": "text/event-stream, text/plain;q=0.9, */*;q=0.8",
         "Accept-Language": "en-US,en;q=0.9",
-        "User-Agent": _USER_AGENT,
+        "User-Agent": USER_AGENT,
         "Referer": origin + "/",
         "Origin": origin,
     }
-    response = open_stream(
-        url,
-        body,
-        headers=headers,
-        timeouts=timeouts,
-        retry=retry,
-        secret=secret,
-        session=session,
-        on_retry=on_retry,
-    )
-    control.attach(response)
-    decoder = TextDecoder()
-    try:
-        for data in iter_body(response, url, timeouts.read):
-            text = decoder.decode(data)
-            if text:
-                yield text
-        if control.stopped.is_set():
-            # A shut-down socket reads as a clean end; it must not pass for a whole reply.
-            raise IncompleteReply("stopped", "")
-    except IncompleteReply as exc:
-        # Bytes held back for a character the cut split are dropped, not turned into a guess.
-        if control.stopped.is_set():
-            exc.reason = "stopped"
-        raise
-    tail = decoder.flush()
-    if tail:
-        yield tail
+    yield from stream_text(url, body, headers=headers, **options)

@@ -30,7 +30,9 @@ import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
+from .decoding import TextDecoder
 from .errors import APIError, ConnectError, IncompleteReply, RedirectRefused, ReplyTimeout
+from .reply import StreamControl
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -41,6 +43,8 @@ READ_SIZE = 256 * 1024
 ERROR_BODY_LIMIT = 64 * 1024
 
 RetryCallback = Callable[[int, float, str], None]
+
+USER_AGENT = "aivvm-magic (python-requests)"
 
 
 @dataclass(frozen=True)
@@ -296,6 +300,52 @@ def iter_body(response: requests.Response, url: str, read_timeout: float) -> Ite
             yield data
     finally:
         response.close()
+
+
+def stream_text(
+    url: str,
+    body: bytes,
+    *,
+    headers: dict[str, str],
+    secret: str,
+    timeouts: Timeouts,
+    retry: RetryPolicy,
+    session: requests.Session | None,
+    on_retry: RetryCallback | None,
+    control: StreamControl,
+) -> Iterator[str]:
+    """POST ``body`` and yield the reply body as text, decoded incrementally as it arrives.
+
+    ``control.stop()`` from another thread ends the stream with ``IncompleteReply("stopped")``.
+    """
+    response = open_stream(
+        url,
+        body,
+        headers=headers,
+        timeouts=timeouts,
+        retry=retry,
+        secret=secret,
+        session=session,
+        on_retry=on_retry,
+    )
+    control.attach(response)
+    decoder = TextDecoder()
+    try:
+        for data in iter_body(response, url, timeouts.read):
+            text = decoder.decode(data)
+            if text:
+                yield text
+        if control.stopped.is_set():
+            # A shut-down socket reads as a clean end; it must not pass for a whole reply.
+            raise IncompleteReply("stopped", "")
+    except IncompleteReply as exc:
+        # Bytes held back for a character the cut split are dropped, not turned into a guess.
+        if control.stopped.is_set():
+            exc.reason = "stopped"
+        raise
+    tail = decoder.flush()
+    if tail:
+        yield tail
 
 
 def _describe_break(exc: BaseException) -> str:
