@@ -104,7 +104,10 @@ class AivvmMagics(Magics):
     api_key = Secret(
         help="API key sent in the request body (seeded by $AIVVM_API_KEY). Never displayed."
     ).tag(config=True)
-    provider = Unicode("aivvm", help="Provider name.").tag(config=True)
+    provider = Unicode(
+        help="Provider: aivvm (chatbot-ui's /api/chat) or openai (any OpenAI-compatible "
+        "/chat/completions endpoint). Seeded by $AIVVM_PROVIDER."
+    ).tag(config=True)
     connect_timeout = Float(10.0, help="Seconds to wait for a connection.").tag(config=True)
     read_timeout = Float(
         60.0, help="Seconds to wait for the first byte and between two chunks."
@@ -138,6 +141,10 @@ class AivvmMagics(Magics):
     def _model_default(self) -> str:
         return _env("AIVVM_MODEL", protocol.DEFAULT_MODEL)
 
+    @default("provider")
+    def _provider_default(self) -> str:
+        return _env("AIVVM_PROVIDER", "aivvm")
+
     @default("base_url")
     def _base_url_default(self) -> str:
         return _env("AIVVM_BASE_URL")
@@ -148,13 +155,15 @@ class AivvmMagics(Magics):
 
     # -- where requests go --------------------------------------------------------------
 
-    def target(self, base_url: str | None = None) -> tuple[str, str]:
+    def target(self, base_url: str | None = None, provider: str = "") -> tuple[str, str]:
         """The base URL to use and a description of it for status lines."""
         url = base_url or self.base_url
         if url:
             return url.rstrip("/"), url.rstrip("/")
         server = embedded.embedded_server(self.embedded_engine)
-        return server.url, embedded.describe(server)
+        # The reference server speaks both protocols; OpenAI clients live under /v1.
+        suffix = "/v1" if (provider or self.provider) == "openai" else ""
+        return server.url + suffix, embedded.describe(server)
 
     def _pre_run_cell(self, info: Any) -> None:
         # Jupyter sends the cell's id with the execute request; it is how a re-run cell
@@ -169,6 +178,7 @@ class AivvmMagics(Magics):
     # -- %%aivvm ------------------------------------------------------------------------
 
     @magic_arguments()
+    @argument("-p", "--provider", help="Provider: aivvm (default) or openai.")
     @argument("-m", "--model", help="Model id (default: AivvmMagics.model).")
     @argument("-t", "--temperature", type=float, help="Sampling temperature, 0 to 2.")
     @argument("-s", "--system", help="System message for this cell (quote it).")
@@ -206,12 +216,15 @@ class AivvmMagics(Magics):
             In [3]: %%aivvm -c review -o answer --format code
                ...: Write a function that reverses a list.
         """
+        from .providers import get_provider
+
         args = _unquote(
-            parse_argstring(self.aivvm, line), "model", "system", "chat", "output", "base_url"
+            parse_argstring(self.aivvm, line),
+            *("model", "system", "chat", "output", "base_url", "provider"),
         )
-        model = args.model or self.model
+        provider_name = args.provider or self.provider
         try:
-            protocol.resolve_model(model)
+            model = get_provider(provider_name).validate_model(args.model or self.model)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         temperature = self.temperature if args.temperature is None else args.temperature
@@ -224,9 +237,13 @@ class AivvmMagics(Magics):
             raise UsageError("The cell is empty: write your message below %%aivvm")
         if not args.no_interpolate:
             prompt = interpolate(prompt, self.shell.user_ns)
-        base_url, target = self.target(args.base_url)
+        base_url, target = self.target(args.base_url, provider_name)
         settings = self.settings(
-            model=model, temperature=temperature, system=args.system, base_url=base_url
+            model=model,
+            temperature=temperature,
+            system=args.system,
+            base_url=base_url,
+            provider=provider_name,
         )
         self.ask(
             prompt,
@@ -354,7 +371,7 @@ class AivvmMagics(Magics):
         return getattr(self, f"_cmd_{command}")(args)
 
     def _cmd_status(self, args: Any) -> None:
-        base_url, target = self.target()
+        base_url, target = self.target(provider=self.provider)
         conversation = self.chats.get(args.chat)
         lines = [
             f"Target:       {target} ({base_url})",
@@ -370,7 +387,7 @@ class AivvmMagics(Magics):
     def _cmd_models(self, args: Any) -> None:
         from .providers import get_provider
 
-        base_url, target = self.target()
+        base_url, target = self.target(provider=self.provider)
         provider = get_provider(self.provider)
         found = provider.list_models(base_url, key=str(self.api_key))
         print(f"Models at {target}:")

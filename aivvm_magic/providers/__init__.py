@@ -15,6 +15,7 @@ from .errors import (
     RedirectRefused,
     ReplyTimeout,
 )
+from .openai import OpenAICompatible, StreamError
 from .reply import StreamingReply
 
 __all__ = [
@@ -25,17 +26,19 @@ __all__ = [
     "CreateResult",
     "IncompleteReply",
     "Messages",
+    "OpenAICompatible",
     "PROVIDERS",
     "ProviderError",
     "RedirectRefused",
     "ReplyTimeout",
+    "StreamError",
     "StreamingReply",
     "get_provider",
     "models",
 ]
 
 #: Providers by the name users type (``%%aivvm -p NAME``).
-PROVIDERS: dict[str, type[AbstractProvider]] = {"aivvm": Aivvm}
+PROVIDERS: dict[str, type[AbstractProvider]] = {"aivvm": Aivvm, "openai": OpenAICompatible}
 
 
 def get_provider(name: str) -> type[AbstractProvider]:

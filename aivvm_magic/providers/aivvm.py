@@ -61,6 +61,16 @@ class Aivvm(AbstractProvider):
         """Where requests go: the argument, else ``$AIVVM_BASE_URL``, else ``Aivvm.url``."""
         return normalise_base_url(base_url or os.environ.get("AIVVM_BASE_URL") or cls.url)
 
+    @classmethod
+    def validate_model(cls, model: str) -> str:
+        """The table id for ``model`` (empty: ``gpt-3.5-turbo``); ValueError naming the ids."""
+        return protocol.resolve_model(model)["id"]
+
+    @classmethod
+    def max_input_chars(cls, model: str) -> int:
+        """chatbot-ui's input limit for the model's family, in characters."""
+        return protocol.input_char_limit(model)
+
     @staticmethod
     def _key(key: str | None) -> str:
         return key if key is not None else os.environ.get("AIVVM_API_KEY", "")

@@ -31,6 +31,16 @@ class AbstractProvider(ABC):
         """Ask ``model`` to continue ``messages``: text chunks when ``stream``, else one str."""
 
     @classmethod
+    def validate_model(cls, model: str) -> str:
+        """The model id to send for ``model``; a ValueError saying what is allowed if none."""
+        return model
+
+    @classmethod
+    def max_input_chars(cls, model: str) -> int:
+        """How many characters of input (system message and messages) ``model`` accepts."""
+        return 12_000
+
+    @classmethod
     def params(cls) -> str:
         """A one-line description of what the provider supports, as gpt4free prints it."""
         flags = [

@@ -35,13 +35,16 @@ class SSEParser:
         return events
 
     def close(self) -> list[str]:
-        """Whatever is pending when the stream ends; an unterminated event is dropped."""
+        """The event a final lone ``\r`` completes, if any; an unterminated event is dropped."""
         # The spec drops an event not ended by a blank line; a caller checking for a final
         # marker (OpenAI's [DONE]) then sees the stream as cut short, which it is.
+        events: list[str] = []
+        if self._pending.endswith("\r"):
+            self._line(self._pending[:-1], events)
         self._pending = ""
         self._data = []
         self._has_data = False
-        return []
+        return events
 
     def _line(self, line: str, events: list[str]) -> None:
         if not line:

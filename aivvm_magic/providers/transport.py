@@ -367,12 +367,18 @@ def get_json(
     timeout: float = 5.0,
     secret: str | None = None,
     session: requests.Session | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Any:
     """Fetch JSON with a short timeout; raises the package's own errors, never retries."""
     session = session or thread_session()
     try:
         response = session.request(
-            method, url, json=payload, timeout=(timeout, timeout), allow_redirects=False
+            method,
+            url,
+            json=payload,
+            headers=headers,
+            timeout=(timeout, timeout),
+            allow_redirects=False,
         )
     except requests.exceptions.Timeout:
         raise ReplyTimeout(f"No answer from {url} within {timeout:g} s") from None

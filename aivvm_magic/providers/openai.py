@@ -1,0 +1,242 @@
+"""``OpenAICompatible``: any endpoint that speaks OpenAI's chat completions API.
+
+Ollama, vLLM, llama.cpp's server, LM Studio and OpenAI itself: ``POST {base_url}/chat/completions``
+with ``stream: true``, answered with server-sent events whose ``data:`` lines carry JSON chunks
+and end with ``data: [DONE]``. The same guarantees as :class:`~aivvm_magic.providers.Aivvm`:
+chunks as they arrive, incremental UTF-8, timeouts, retries only before the reply starts, the
+stream closed in ``finally``, and a stream without ``[DONE]`` reported as incomplete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import requests
+
+from .. import protocol
+from .base import AbstractProvider, CreateResult, Messages
+from .errors import IncompleteReply, ProviderError
+from .reply import StreamControl, StreamingReply
+from .sse import SSEParser
+from .transport import (
+    USER_AGENT,
+    RetryCallback,
+    RetryPolicy,
+    Timeouts,
+    get_json,
+    normalise_base_url,
+    redact,
+    stream_text,
+)
+
+__all__ = ["OpenAICompatible", "StreamError"]
+
+DONE = "[DONE]"
+
+
+class StreamError(IncompleteReply):
+    """The server reported an error inside a stream (an SSE error event); the reply is partial."""
+
+
+class OpenAICompatible(AbstractProvider):
+    """Client for OpenAI-compatible chat endpoints; ``create_completion`` streams a reply.
+
+    Where requests go: the ``base_url`` keyword, else ``$OPENAI_BASE_URL``, else
+    ``OpenAICompatible.url``. The key (sent as ``Authorization: Bearer``): the ``key`` keyword,
+    else ``$OPENAI_API_KEY``, else none (local servers rarely want one).
+
+    Examples
+    --------
+    ::
+
+        In [1]: from aivvm_magic.providers import OpenAICompatible
+        In [2]: reply = OpenAICompatible.create_completion(
+           ...:     "llama3.2", [{"role": "user", "content": "Hi"}], stream=True,
+           ...:     base_url="http://127.0.0.1:11434/v1")
+        In [3]: print(reply.text())
+    """
+
+    url: ClassVar[str] = "https://api.openai.com/v1"
+    working: ClassVar[bool] = False
+    supports_stream: ClassVar[bool] = True
+    supports_gpt_35_turbo: ClassVar[bool] = True
+    supports_gpt_4: ClassVar[bool] = True
+
+    @classmethod
+    def base_url(cls, base_url: str | None = None) -> str:
+        """Where requests go: the argument, else ``$OPENAI_BASE_URL``, else ``url``."""
+        return normalise_base_url(base_url or os.environ.get("OPENAI_BASE_URL") or cls.url)
+
+    @classmethod
+    def validate_model(cls, model: str) -> str:
+        """Any id the endpoint knows; empty is a ValueError (there is no common default)."""
+        if not model or not model.strip():
+            raise ValueError("OpenAI-compatible endpoints need a model id (-m/--model)")
+        return model.strip()
+
+    @classmethod
+    def max_input_chars(cls, model: str) -> int:
+        """Unknown in general; a budget most current models accept (32k tokens or so)."""
+        return 96_000
+
+    @staticmethod
+    def _key(key: str | None) -> str:
+        return key if key else os.environ.get("OPENAI_API_KEY", "")
+
+    @classmethod
+    def create_completion(
+        cls,
+        model: str,
+        messages: Messages,
+        stream: bool,
+        *,
+        system_message: str = protocol.DEFAULT_SYSTEM_MESSAGE,
+        temperature: float = protocol.DEFAULT_TEMPERATURE,
+        base_url: str | None = None,
+        key: str | None = None,
+        connect_timeout: float = Timeouts.connect,
+        read_timeout: float = Timeouts.read,
+        retries: int = RetryPolicy.retries,
+        backoff: float = RetryPolicy.backoff,
+        max_retry_wait: float = RetryPolicy.max_wait,
+        on_retry: RetryCallback | None = None,
+        session: requests.Session | None = None,
+    ) -> CreateResult | str:
+        """Send ``messages`` to ``model``: a :class:`StreamingReply` if ``stream``, else a str.
+
+        ``system_message`` goes first as a ``system`` message (empty: none). Errors as for
+        ``Aivvm``; an error event in the stream raises :class:`StreamError` (an
+        ``IncompleteReply``) with the partial text.
+        """
+        model_id = cls.validate_model(model)
+        url = cls.base_url(base_url) + "/chat/completions"
+        secret = cls._key(key)
+        chat = [{"role": "system", "content": system_message}] if system_message else []
+        chat += [{"role": m["role"], "content": m["content"]} for m in messages]
+        body = json.dumps(
+            {"model": model_id, "messages": chat, "stream": True, "temperature": temperature},
+            ensure_ascii=False,
+        ).encode("utf-8")
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+            "User-Agent": USER_AGENT,
+        }
+        if secret:
+            headers["Authorization"] = f"Bearer {secret}"
+        control = StreamControl()
+        text = stream_text(
+            url,
+            body,
+            headers=headers,
+            secret=secret,
+            timeouts=Timeouts(connect_timeout, read_timeout),
+            retry=RetryPolicy(retries, backoff, max_retry_wait),
+            session=session,
+            on_retry=on_retry,
+            control=control,
+        )
+        reply = StreamingReply(_contents(text, secret), control)
+        return reply if stream else reply.text()
+
+    @classmethod
+    def list_models(
+        cls, base_url: str | None = None, key: str | None = None, timeout: float = 5.0
+    ) -> list[dict[str, Any]]:
+        """The models the endpoint serves (``GET /models``), as ``{"id", "name"}`` dicts."""
+        url = cls.base_url(base_url) + "/models"
+        secret = cls._key(key)
+        try:
+            data = get_json(url, timeout=timeout, secret=secret, headers=_auth(secret))
+        except ProviderError:
+            return []
+        items = data.get("data") if isinstance(data, dict) else None
+        found = []
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                entry = {"id": item["id"], "name": item["id"]}
+                if isinstance(item.get("served_by"), str):
+                    entry["served_by"] = item["served_by"]
+                found.append(entry)
+        return found
+
+    @classmethod
+    def check(cls, base_url: str | None = None, timeout: float = 5.0) -> bool:
+        """Probe ``GET /models``; set and return ``working``."""
+        url = cls.base_url(base_url) + "/models"
+        try:
+            data = get_json(url, timeout=timeout, headers=_auth(cls._key(None)))
+        except ProviderError:
+            data = None
+        cls.working = isinstance(data, dict) and isinstance(data.get("data"), list)
+        return cls.working
+
+
+def _auth(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"} if secret else {}
+
+
+def _contents(text: Iterator[str], secret: str) -> Iterator[str]:
+    """The reply's text from an OpenAI event stream (or from one JSON chat completion)."""
+    chunks = iter(text)
+    head = ""
+    for piece in chunks:
+        head += piece
+        if head.strip():
+            break
+    if head.lstrip().startswith("{"):
+        # Some servers ignore ``stream: true`` and answer one JSON object.
+        yield _whole(head + "".join(chunks), secret)
+        return
+    parser = SSEParser()
+    for piece in _prepend(head, chunks):
+        for data in parser.feed(piece):
+            if data.strip() == DONE:
+                return
+            content = _delta(data, secret)
+            if content:
+                yield content
+    # A stream whose last event ends in a lone "\r" completes that event only now.
+    if any(data.strip() == DONE for data in parser.close()):
+        return
+    raise IncompleteReply("the event stream ended without [DONE]", "")
+
+
+def _prepend(first: str, rest: Iterator[str]) -> Iterator[str]:
+    if first:
+        yield first
+    yield from rest
+
+
+def _delta(data: str, secret: str) -> str:
+    try:
+        event = json.loads(data)
+    except ValueError:
+        raise StreamError(f"an event that is not JSON: {data[:80]!r}", "") from None
+    if not isinstance(event, dict):
+        return ""
+    if "error" in event:
+        error = event["error"]
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        raise StreamError(f"the server reported an error: {redact(str(message), secret)}", "")
+    choices = event.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return ""
+    delta = choices[0].get("delta") or choices[0].get("message") or {}
+    content = delta.get("content") if isinstance(delta, dict) else None
+    return content if isinstance(content, str) else ""
+
+
+def _whole(body: str, secret: str) -> str:
+    try:
+        data = json.loads(body)
+        return data["choices"][0]["message"]["content"] or ""
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise StreamError(
+            f"an answer that is neither an event stream nor a chat completion: "
+            f"{redact(body[:80], secret)!r}",
+            "",
+        ) from None

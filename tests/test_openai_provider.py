@@ -1,0 +1,183 @@
+"""The OpenAI-compatible provider against FaultServer on 127.0.0.1: SSE framing and faults."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from aivvm_magic.providers import (
+    APIError,
+    IncompleteReply,
+    OpenAICompatible,
+    StreamError,
+    get_provider,
+)
+from aivvm_magic.providers.sse import SSEParser
+from tests.conftest import CANARY
+from tests.faultserver import Reply, Truncated, json_error
+
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+def event(content: str) -> str:
+    chunk = {"choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
+    return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+
+
+def sse(*contents: str, done: bool = True) -> bytes:
+    text = 'data: {"choices": [{"delta": {"role": "assistant", "content": ""}}]}\n\n'
+    text += "".join(event(c) for c in contents)
+    if done:
+        text += "data: [DONE]\n\n"
+    return text.encode()
+
+
+def ask(url: str, **kwargs):
+    kwargs.setdefault("retries", 0)
+    return OpenAICompatible.create_completion("llama3.2", HELLO, True, base_url=url, **kwargs)
+
+
+def test_request_shape_and_bearer_key(fault):
+    fault.enqueue(Reply(chunks=[sse("Hi", " there")], framing="chunked"))
+    assert ask(fault.url, key=CANARY, system_message="Be brief.", temperature=0.2).text() == (
+        "Hi there"
+    )
+    (request,) = fault.requests
+    assert request.path == "/chat/completions"
+    assert request.headers["authorization"] == f"Bearer {CANARY}"
+    assert request.json == {
+        "model": "llama3.2",
+        "messages": [{"role": "system", "content": "Be brief."}, *HELLO],
+        "stream": True,
+        "temperature": 0.2,
+    }
+
+
+def test_no_key_means_no_authorization_header(fault, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    fault.enqueue(Reply(chunks=[sse("ok")]))
+    assert ask(fault.url).text() == "ok"
+    assert "authorization" not in fault.requests[0].headers
+
+
+@pytest.mark.parametrize("framing", ["chunked", "length", "close"])
+def test_sse_split_at_every_byte_boundary(fault, framing):
+    body = sse("Grüße ", "😀 ", "end")
+    for cut in range(1, len(body)):
+        fault.enqueue(Reply(chunks=[body[:cut], body[cut:]], framing=framing))
+        assert ask(fault.url).text() == "Grüße 😀 end", cut
+
+
+def test_chunks_are_yielded_as_events_arrive(fault):
+    behaviour = Reply(
+        chunks=[sse("one ", done=False), event("two").encode(), b"data: [DONE]\n\n"],
+        framing="chunked",
+        delay=0.3,
+    )
+    fault.enqueue(behaviour)
+    reply = ask(fault.url)
+    assert next(reply) == "one "
+    assert len(behaviour.write_times) == 1
+    assert list(reply) == ["two"]
+
+
+def test_crlf_and_comments_and_multiline_data():
+    parser = SSEParser()
+    text = ": keep-alive\r\ndata: a\r\ndata: b\r\n\r\nevent: x\rdata: c\r\r"
+    events = []
+    for ch in text:  # one character at a time, \r and \n split apart
+        events += parser.feed(ch)
+    events += parser.close()
+    assert events == ["a\nb", "c"]
+
+
+def test_missing_done_is_incomplete(fault):
+    fault.enqueue(Reply(chunks=[sse("partial ", "text", done=False)]))
+    reply = ask(fault.url)
+    with pytest.raises(IncompleteReply) as info:
+        reply.text()
+    assert info.value.partial == "partial text"
+    assert "[DONE]" in info.value.reason
+
+
+def test_truncated_event_stream_is_incomplete(fault):
+    body = sse("abc", "def")
+    fault.enqueue(Truncated(body, after=len(body) - 20, framing="length"))
+    with pytest.raises(IncompleteReply) as info:
+        ask(fault.url).text()
+    assert info.value.partial == "abc"
+
+
+def test_error_event_mid_stream(fault):
+    body = sse("so far", done=False) + b'data: {"error": {"message": "model overloaded"}}\n\n'
+    fault.enqueue(Reply(chunks=[body]))
+    with pytest.raises(StreamError) as info:
+        ask(fault.url).text()
+    assert info.value.partial == "so far"
+    assert "model overloaded" in str(info.value)
+    assert isinstance(info.value, requests.exceptions.RequestException)
+
+
+def test_401_json_error_body_becomes_a_short_message(fault):
+    fault.enqueue(
+        json_error(
+            401,
+            {
+                "error": {
+                    "message": f"Incorrect API key provided: {CANARY}",
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                }
+            },
+        )
+    )
+    with pytest.raises(APIError) as info:
+        ask(fault.url, key=CANARY).text()
+    assert info.value.status_code == 401
+    assert CANARY not in str(info.value)
+    assert str(info.value).endswith("Incorrect API key provided: <redacted>")
+
+
+def test_non_streaming_server_answer_is_accepted(fault):
+    whole = {"choices": [{"message": {"role": "assistant", "content": "all at once"}}]}
+    fault.enqueue(
+        Reply(200, json.dumps(whole).encode(), headers={"Content-Type": "application/json"})
+    )
+    assert ask(fault.url).text() == "all at once"
+
+
+def test_list_models_and_check(fault):
+    models = {
+        "object": "list",
+        "data": [{"id": "llama3.2", "object": "model"}, {"id": "qwen2.5", "object": "model"}],
+    }
+    payload = json.dumps(models).encode()
+    fault.enqueue(
+        Reply(200, payload, headers={"Content-Type": "application/json"}),
+        Reply(200, payload, headers={"Content-Type": "application/json"}),
+    )
+    assert [m["id"] for m in OpenAICompatible.list_models(fault.url)] == ["llama3.2", "qwen2.5"]
+    assert fault.requests[0].path == "/models"
+    try:
+        assert OpenAICompatible.check(fault.url) is True
+    finally:
+        OpenAICompatible.working = False
+
+
+def test_model_is_required_and_registry_knows_the_provider():
+    with pytest.raises(ValueError, match="model id"):
+        OpenAICompatible.create_completion("", HELLO, True, base_url="http://127.0.0.1:9")
+    assert get_provider("openai") is OpenAICompatible
+    with pytest.raises(ValueError, match="aivvm, openai"):
+        get_provider("bard")
+
+
+def test_done_ended_by_lone_carriage_returns(fault):
+    fault.enqueue(
+        Reply(
+            chunks=[b'data: {"choices": [{"delta": {"content": "cr"}}]}\r\r', b"data: [DONE]\r\r"]
+        )
+    )
+    assert ask(fault.url).text() == "cr"
