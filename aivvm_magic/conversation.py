@@ -308,10 +308,9 @@ class PendingReply:
 
     @property
     def text(self) -> str:
-        """The reply text received so far."""
-        if len(self._parts) > 1:
-            self._parts[:] = ["".join(self._parts)]
-        return self._parts[0] if self._parts else ""
+        """The reply text received so far (safe to read from another thread)."""
+        # Never rewrites the list: another thread may be appending to it right now.
+        return "".join(self._parts[:])
 
     @property
     def recorded(self) -> bool:

@@ -430,10 +430,12 @@ class AivvmMagics(Magics):
         conversation.replace_with(loaded)
         print(f"Imported {len(loaded)} turns into {args.chat!r} from {args.path}")
 
-    def _cmd_panel(self, args: Any) -> Any:
+    def _cmd_panel(self, args: Any) -> None:
         from .panel import ChatPanel
 
-        return ChatPanel(chat=args.chat, magics=self)
+        # Shown with a display id (not returned as Out[]), so its static transcript can be
+        # updated as the conversation grows.
+        ChatPanel(chat=args.chat, magics=self).display()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -15,7 +15,10 @@ CANARY = "sk-canary-5b1d0e7a93"
 @pytest.fixture(scope="session")
 def shell():
     """The process's test InteractiveShell (IPython keeps one per process)."""
-    return start_ipython()
+    # start_ipython() returns the shell only on its first call in a process.
+    from IPython import get_ipython
+
+    return start_ipython() or get_ipython()
 
 
 @pytest.fixture(scope="session")

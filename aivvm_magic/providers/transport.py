@@ -31,7 +31,14 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 from .decoding import TextDecoder
-from .errors import APIError, ConnectError, IncompleteReply, RedirectRefused, ReplyTimeout
+from .errors import (
+    APIError,
+    ConnectError,
+    IncompleteReply,
+    ProviderError,
+    RedirectRefused,
+    ReplyTimeout,
+)
 from .reply import StreamControl
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -384,6 +391,9 @@ def get_json(
         raise ReplyTimeout(f"No answer from {url} within {timeout:g} s") from None
     except requests.exceptions.ConnectionError as exc:
         raise ConnectError(f"Could not connect to {url}: {_describe_connect_error(exc)}") from None
+    except requests.exceptions.RequestException as exc:
+        # A body cut short, a bad redirect, ...: callers fall back on ProviderError.
+        raise ProviderError(f"{url}: {type(exc).__name__}") from None
     with response:
         if not 200 <= response.status_code < 300:
             reason = short_reason(
