@@ -4,26 +4,35 @@ Built on :mod:`http.server` with one thread per connection. ``POST /api/chat`` s
 engine's chunks as bare UTF-8 text with chunked transfer encoding, writing each chunk as soon
 as the engine yields it; the other routes answer small JSON documents with a Content-Length,
 so HTTP/1.1 keep-alive works throughout.
+
+The same engine also answers OpenAI's chat API under ``/v1``: :mod:`.openai_routes` parses
+those requests and frames their replies, and one engine loop, ``ChatRequestHandler._run_engine``,
+serves both APIs, so streaming, disconnects and shutdown behave alike on both.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hmac
 import json
 import math
 import re
+import select
 import socket
 import socketserver
 import sys
 import threading
+import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from ..protocol import CHAT_FIELDS, CHAT_PATH, MODELS_PATH, models
+from . import openai_routes
 from .engines import ChatRequest, Engine
 
 __all__ = [
@@ -32,6 +41,7 @@ __all__ = [
     "BadRequest",
     "ChatRequestHandler",
     "ChatServer",
+    "ReplyFraming",
     "ServerStats",
     "parse_chat_request",
     "redact_body",
@@ -42,7 +52,7 @@ HEALTH_PATH = "/api/health"
 #: Request bodies larger than this are refused with 413; far above any model's input limit.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 
-#: How many received ``/api/chat`` bodies the server remembers for inspection.
+#: How many received chat bodies (both APIs) the server remembers for inspection.
 RECORDED_REQUESTS = 1000
 
 _ROLES = ("user", "assistant")
@@ -56,7 +66,14 @@ _ROUTES: dict[str, tuple[str, ...]] = {
     CHAT_PATH: ("POST",),
     MODELS_PATH: ("GET", "POST"),
     HEALTH_PATH: ("GET",),
+    openai_routes.COMPLETIONS_PATH: ("POST",),
+    openai_routes.MODELS_PATH: ("GET",),
 }
+
+
+def _is_openai_path(path: str) -> bool:
+    """Whether ``path`` is under ``/v1``, where every answer, errors included, is OpenAI JSON."""
+    return path == openai_routes.PREFIX or path.startswith(openai_routes.PREFIX + "/")
 
 
 class BadRequest(ValueError):
@@ -182,7 +199,7 @@ class _BodyError(Exception):
 
 
 class ChatServer(socketserver.ThreadingMixIn, HTTPServer):
-    """An HTTP server that answers the Aivvm API with one engine.
+    """An HTTP server that answers the Aivvm API, and OpenAI's chat API, with one engine.
 
     Each connection gets a daemon thread, so a stuck client never blocks shutdown. The server
     keeps track of open connections so that :meth:`close_connections` can end streams and idle
@@ -208,7 +225,10 @@ class ChatServer(socketserver.ThreadingMixIn, HTTPServer):
         #: Called with one line per request (method, path, status), and on internal errors.
         self.log = log
         self.stats = ServerStats()
-        #: The ``/api/chat`` bodies received, key redacted, newest last.
+        #: When the server started, in whole Unix seconds: the ``created`` of ``/v1/models``.
+        self.started_at = int(time.time())
+        #: The chat bodies received, key redacted, newest last; those of ``/v1/chat/completions``
+        #: carry ``"route": "openai"`` (see :meth:`ChatRequestHandler._handle_openai_chat`).
         self.requests: collections.deque[dict[str, Any]] = collections.deque(
             maxlen=RECORDED_REQUESTS
         )
@@ -260,8 +280,170 @@ def _shutdown_socket(connection: socket.socket) -> None:
         pass  # Already closed by the peer or by its handler.
 
 
+def _peer_closed(connection: socket.socket) -> bool:
+    """Whether the client has closed its end, checked without waiting or consuming input."""
+    try:
+        # poll, unlike select, has no limit on descriptor numbers.
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(connection, select.POLLIN)
+            readable = bool(poller.poll(0))
+        else:
+            readable = bool(select.select([connection], [], [], 0)[0])
+        # Readable with nothing to read is end of file; data (a pipelined request) stays unread.
+        return readable and connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+class ReplyFraming(Protocol):
+    """How a route wraps a reply it streams; the engine loop is the same for every route."""
+
+    #: The ``Content-Type`` of the streamed body.
+    content_type: str
+
+    def opening(self) -> str:
+        """Text sent once the reply starts, before the first piece; ``""`` for none."""
+
+    def piece(self, text: str) -> str:
+        """The text that carries one piece of the reply."""
+
+    def closing(self) -> str:
+        """Text sent after the last piece."""
+
+    def failure(self) -> str | None:
+        """Text sent when the engine fails mid-reply; None to cut the body short instead."""
+
+
+class _PlainText:
+    """The Aivvm framing: the reply as bare text, with no envelope and no in-band errors."""
+
+    content_type = "text/plain; charset=utf-8"
+
+    def opening(self) -> str:
+        return ""
+
+    def piece(self, text: str) -> str:
+        return text
+
+    def closing(self) -> str:
+        return ""
+
+    def failure(self) -> None:
+        # The protocol has no error channel: only the missing chunked terminator tells.
+        return None
+
+
+class _Reply(ABC):
+    """Where the engine loop puts a reply's pieces: the client, now or once it is whole."""
+
+    def __init__(self, handler: ChatRequestHandler, refuse: Callable[[], None]) -> None:
+        self.handler = handler
+        #: Answers the route's 500, for an engine failure before anything was sent.
+        self.refuse = refuse
+
+    @abstractmethod
+    def begin(self) -> None:
+        """The engine produced its first piece: the reply starts."""
+
+    @abstractmethod
+    def piece(self, text: str) -> None:
+        """One non-empty piece; raises OSError when the client has gone away."""
+
+    @abstractmethod
+    def end(self) -> None:
+        """The engine finished: complete the answer."""
+
+    @abstractmethod
+    def fail(self) -> None:
+        """The engine failed after :meth:`begin`: end the answer so that the failure shows."""
+
+
+class _StreamedReply(_Reply):
+    """Writes each piece to the client as soon as the engine yields it, framed by ``framing``."""
+
+    def __init__(
+        self, handler: ChatRequestHandler, framing: ReplyFraming, refuse: Callable[[], None]
+    ) -> None:
+        super().__init__(handler, refuse)
+        self.framing = framing
+        # HTTP/1.0 clients do not know chunked framing; for them the end of the body is the
+        # end of the connection, which both APIs allow.
+        self.chunked = handler.request_version != "HTTP/1.0"
+
+    def begin(self) -> None:
+        handler = self.handler
+        handler.send_response(HTTPStatus.OK)
+        handler.send_header("Content-Type", self.framing.content_type)
+        handler.send_header("Cache-Control", "no-cache")
+        if self.chunked:
+            handler.send_header("Transfer-Encoding", "chunked")
+        else:
+            handler.send_header("Connection", "close")
+            handler.close_connection = True
+        handler.end_headers()
+        self._write(self.framing.opening())
+
+    def piece(self, text: str) -> None:
+        self._write(self.framing.piece(text))
+
+    def end(self) -> None:
+        self._write(self.framing.closing())
+        self._terminate()
+
+    def fail(self) -> None:
+        text = self.framing.failure()
+        if text is not None:
+            # An in-band error ends a well-framed body, so clients read the error itself
+            # rather than a transport error; the route's framing marks the reply as cut.
+            self._write(text)
+            self._terminate()
+
+    def _write(self, text: str) -> None:
+        if not text:
+            return  # A zero-length chunk would end the body.
+        data = _utf8(text)
+        wfile = self.handler.wfile
+        wfile.write(b"%X\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+        wfile.flush()
+
+    def _terminate(self) -> None:
+        if self.chunked:
+            self.handler.wfile.write(b"0\r\n\r\n")
+            self.handler.wfile.flush()
+
+
+class _GatheredReply(_Reply):
+    """Gathers the pieces and answers one ``chat.completion`` object once the reply is whole."""
+
+    def __init__(
+        self,
+        handler: ChatRequestHandler,
+        writer: openai_routes.CompletionWriter,
+        refuse: Callable[[], None],
+    ) -> None:
+        super().__init__(handler, refuse)
+        self.writer = writer
+
+    def begin(self) -> None:
+        pass  # Nothing goes out until the reply is whole.
+
+    def piece(self, text: str) -> None:
+        # Nothing is written until the end, so a write cannot reveal a vanished client; look
+        # at the socket instead, so that the engine stops working for nobody.
+        if _peer_closed(self.handler.connection):
+            raise ConnectionAbortedError("the client closed the connection")
+        self.writer.add(text)
+
+    def end(self) -> None:
+        self.handler._send_json(self.writer.whole())
+
+    def fail(self) -> None:
+        self.refuse()  # Nothing was sent yet, so the failure can still be a plain 500.
+
+
 class ChatRequestHandler(BaseHTTPRequestHandler):
-    """Answers the Aivvm API routes; one instance per connection."""
+    """Answers the Aivvm API routes and the OpenAI ones under ``/v1``; one per connection."""
 
     server: ChatServer
     protocol_version = "HTTP/1.1"
@@ -317,20 +499,30 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
         allowed = _ROUTES.get(path)
         if allowed is None:
             self._discard_body()
-            self._send_text(HTTPStatus.NOT_FOUND, "Not found")
+            if _is_openai_path(path):
+                self._refuse(HTTPStatus.NOT_FOUND, f"Invalid URL ({self.command} {path[:200]})")
+            else:
+                self._refuse(HTTPStatus.NOT_FOUND, "Not found")
             return
         if self.command not in allowed:
             self._discard_body()
-            self._send_text(
+            self._refuse(
                 HTTPStatus.METHOD_NOT_ALLOWED,
                 "Method not allowed",
                 {"Allow": ", ".join(allowed)},
             )
             return
+        if self.command in ("GET", "HEAD"):
+            # Such a request may still carry a body; it must be read for the next to parse.
+            self._discard_body()
         if path == CHAT_PATH:
             self._handle_chat()
         elif path == MODELS_PATH:
             self._handle_models()
+        elif path == openai_routes.COMPLETIONS_PATH:
+            self._handle_openai_chat()
+        elif path == openai_routes.MODELS_PATH:
+            self._handle_openai_models()
         else:
             self._handle_health()
 
@@ -380,11 +572,115 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
         except BadRequest as error:
             self._bad_request(str(error))
             return
-        self._stream_reply(request)
+        self._run_engine(
+            request,
+            _StreamedReply(
+                self,
+                _PlainText(),
+                lambda: self._send_text(HTTPStatus.INTERNAL_SERVER_ERROR, "Error"),
+            ),
+        )
+
+    # -- OpenAI routes ----------------------------------------------------------------------
+
+    def _bearer_authorized(self) -> bool:
+        """Whether the request may use the OpenAI routes; answers the 401 if it may not."""
+        api_key = self.server.api_key
+        if api_key is None:
+            return True
+        token = openai_routes.bearer_token(self.headers.get("Authorization"))
+        # Header values arrive decoded as Latin-1; encoding them back gives the bytes sent.
+        # compare_digest keeps the comparison time constant.
+        if token is not None and hmac.compare_digest(
+            token.encode("latin-1", "replace"), _utf8(api_key)
+        ):
+            return True
+        if token is None:
+            message = (
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+            )
+        else:
+            # Never the key itself, nor a part of it: the answer may end up in a log.
+            message = "Incorrect API key provided."
+        self._send_openai_error(
+            openai_routes.OpenAIError(message, HTTPStatus.UNAUTHORIZED, code="invalid_api_key"),
+            {"WWW-Authenticate": "Bearer"},
+        )
+        return False
+
+    def _handle_openai_models(self) -> None:
+        if not self._bearer_authorized():
+            return
+        self._send_json(
+            openai_routes.models_listing(self.server.engine.served_by(), self.server.started_at)
+        )
+
+    def _handle_openai_chat(self) -> None:
+        """``POST /v1/chat/completions``: validate, record, then stream or gather the reply.
+
+        A body that is a JSON object is recorded in ``server.requests`` as received, plus
+        ``"route": "openai"``, ``"authorization"`` (``""`` without the header, else
+        ``"<redacted>"``) and, once it is valid, ``"chat_request"``: the fields of the
+        :class:`ChatRequest` the engine gets.
+        """
+        raw = self._read_body_or_reply()
+        if raw is None:
+            return
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            body = None
+            parsed = False
+        else:
+            parsed = True
+        record: dict[str, Any] | None = None
+        if isinstance(body, dict):
+            authorization = "" if self.headers.get("Authorization") is None else "<redacted>"
+            record = {**redact_body(body), "route": "openai", "authorization": authorization}
+            self.server.requests.append(record)
+        # Checked before the body, so an unauthorised client learns nothing about it.
+        if not self._bearer_authorized():
+            return
+        if not parsed:
+            self._send_openai_error(
+                openai_routes.OpenAIError("We could not parse the JSON body of your request.")
+            )
+            return
+        try:
+            completion = openai_routes.parse_completion_request(body)
+        except openai_routes.OpenAIError as error:
+            self._send_openai_error(error)
+            return
+        if record is not None:
+            record["chat_request"] = dataclasses.asdict(completion.chat)
+
+        writer = openai_routes.CompletionWriter(completion)
+
+        def refuse() -> None:
+            self._send_openai_error(
+                openai_routes.OpenAIError(
+                    "The engine failed to generate a reply",
+                    HTTPStatus.INTERNAL_SERVER_ERROR,
+                    type="server_error",
+                )
+            )
+
+        reply: _Reply = (
+            _StreamedReply(self, writer, refuse)
+            if completion.stream
+            else _GatheredReply(self, writer, refuse)
+        )
+        self._run_engine(completion.chat, reply)
 
     # -- streaming --------------------------------------------------------------------------
 
-    def _stream_reply(self, request: ChatRequest) -> None:
+    def _run_engine(self, request: ChatRequest, reply: _Reply) -> None:
+        """Run the engine on ``request`` and hand its pieces to ``reply``; used by every route.
+
+        Updates ``server.stats``. The engine's generator is closed however the reply ends, so
+        an engine stops working as soon as its reader is gone or the server is closing.
+        """
         stats = self.server.stats
         # Pull the first chunk before committing to a 200, so an engine that fails at once
         # (a model that will not load, say) is a plain 500 the client can report.
@@ -394,22 +690,11 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
         except Exception as error:
             self._engine_failed(error)
             stats.increment("failed")
-            self._send_text(HTTPStatus.INTERNAL_SERVER_ERROR, "Error")
+            reply.refuse()
             return
         try:
-            # HTTP/1.0 clients do not know chunked framing; for them the end of the body is
-            # the end of the connection, which the protocol allows.
-            chunked = self.request_version != "HTTP/1.0"
-            self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Cache-Control", "no-cache")
-            if chunked:
-                self.send_header("Transfer-Encoding", "chunked")
-            else:
-                self.send_header("Connection", "close")
-                self.close_connection = True
             stats.increment("started")
-            outcome = self._write_chunks(first, generator, chunked)
+            outcome = self._pump(first, generator, reply)
             stats.increment(outcome)
             if outcome != "completed":
                 # The client cannot tell where this reply ends, so the connection is over.
@@ -419,27 +704,26 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
             if close is not None:
                 close()
 
-    def _write_chunks(self, first: str | None, generator: Any, chunked: bool) -> str:
-        """Write the reply; return the stats counter that names how the stream ended."""
+    def _pump(self, first: str | None, generator: Any, reply: _Reply) -> str:
+        """Move pieces to ``reply``; return the stats counter that names how the reply ended."""
         try:
-            self.end_headers()
+            reply.begin()
             chunk = first
             while chunk is not None:
                 if self.server.closing.is_set():
                     return "aborted"
                 if chunk:
-                    data = _utf8(chunk)
-                    # A zero-length chunk would end the body, so empty pieces are skipped.
-                    self.wfile.write(b"%X\r\n%s\r\n" % (len(data), data) if chunked else data)
-                    self.wfile.flush()
+                    reply.piece(chunk)
                 try:
                     chunk = next(generator, None)
                 except Exception as error:
                     self._engine_failed(error)
+                    try:
+                        reply.fail()
+                    except OSError:
+                        pass  # The client left too; the engine's failure is what happened.
                     return "failed"
-            if chunked:
-                self.wfile.write(b"0\r\n\r\n")
-                self.wfile.flush()
+            reply.end()
             return "completed"
         except OSError:
             # BrokenPipeError, ConnectionResetError and friends: the reader is gone (or the
@@ -510,7 +794,7 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
         except _BodyError as error:
             # Whatever is left of the body is still on the wire, so this connection is done.
             self.close_connection = True
-            self._send_text(error.status, error.reason)
+            self._refuse(error.status, error.reason)
             return None
 
     def _discard_body(self) -> None:
@@ -525,14 +809,31 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
     def _bad_request(self, reason: str) -> None:
         self._send_text(HTTPStatus.BAD_REQUEST, f"Bad request: {reason}")
 
+    def _refuse(self, status: HTTPStatus, text: str, headers: dict[str, str] | None = None) -> None:
+        """Answer an error in the style of the API asked: OpenAI JSON under /v1, else text."""
+        if _is_openai_path(self._route_path()):
+            self._send_openai_error(openai_routes.OpenAIError(text, status), headers)
+        else:
+            self._send_text(status, text, headers)
+
+    def _send_openai_error(
+        self, error: openai_routes.OpenAIError, headers: dict[str, str] | None = None
+    ) -> None:
+        self._send_json(error.document(), error.status, headers)
+
     def _send_text(
         self, status: HTTPStatus, text: str, headers: dict[str, str] | None = None
     ) -> None:
         self._send_bytes(status, text.encode("utf-8"), "text/plain; charset=utf-8", headers)
 
-    def _send_json(self, document: Any) -> None:
-        data = json.dumps(document, ensure_ascii=False).encode("utf-8")
-        self._send_bytes(HTTPStatus.OK, data, "application/json; charset=utf-8")
+    def _send_json(
+        self,
+        document: Any,
+        status: HTTPStatus = HTTPStatus.OK,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        data = _utf8(json.dumps(document, ensure_ascii=False))
+        self._send_bytes(status, data, "application/json; charset=utf-8", headers)
 
     def _send_bytes(
         self,

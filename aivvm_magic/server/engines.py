@@ -30,18 +30,23 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """A validated ``POST /api/chat`` body, as an engine sees it.
+    """A validated chat request, as an engine sees it.
 
-    The API key is deliberately not a field: an engine has no use for it, and leaving it out
-    means no repr, log line or traceback that shows a request can show the key.
+    It comes from ``POST /api/chat`` or ``POST /v1/chat/completions``. The API key is
+    deliberately not a field: an engine has no use for it, and leaving it out means no repr,
+    log line or traceback that shows a request can show the key.
     """
 
+    #: An id of the Aivvm ``models`` table on ``/api/chat``; any non-empty id on ``/v1``.
     model_id: str
     #: The conversation, each item ``{"role": "user" | "assistant", "content": str}``.
     messages: list[dict[str, str]]
     #: The system message (the wire field ``prompt``).
     prompt: str
     temperature: float
+    #: The most tokens the client wants in the reply; None when it did not say (``/api/chat``
+    #: has no such field). Engines that have no token budget ignore it.
+    max_tokens: int | None = None
 
     def last_user_message(self) -> str | None:
         """The content of the last message whose role is ``user``, or None if there is none."""
@@ -153,3 +158,15 @@ def make_engine(name: str, **options: Any) -> Engine:
 
 
 register_engine(EchoEngine.name, EchoEngine)
+
+
+def _local_engine(**options: Any) -> Engine:
+    """Build the ``local`` engine (:mod:`aivvm_magic.server.local`); llama_cpp loads only now."""
+    # It streams at the model's pace, so the test engines' ``delay`` knob does not apply.
+    options.pop("delay", None)
+    from .local import LocalEngine
+
+    return LocalEngine(**options)
+
+
+register_engine("local", _local_engine)

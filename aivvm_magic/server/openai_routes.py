@@ -1,0 +1,382 @@
+"""The OpenAI chat API on the reference server: request parsing and response framing.
+
+``POST /v1/chat/completions`` and ``GET /v1/models`` let any OpenAI client (the official
+``openai`` package, ``llm``, curl) reach the same engine as ``/api/chat``. This module holds
+what is specific to that API and does no I/O: it validates bodies into a
+:class:`~aivvm_magic.server.engines.ChatRequest`, and writes the JSON documents and
+server-sent events that carry the reply. :mod:`.app` routes, reads, writes and runs the engine.
+
+Mapping of a request onto the engine:
+
+- ``model`` is any non-empty id, kept as the client sent it: one engine serves every id.
+- ``system`` (and ``developer``, OpenAI's newer name for it) messages, wherever they stand,
+  become the system prompt, joined with a blank line; without one, the Aivvm default system
+  message applies. The other messages are the conversation, in order.
+- ``content`` is a string or a list of ``{"type": "text", "text": ...}`` parts, joined with
+  newlines; other part types (images, audio) are refused, as no engine can read them.
+- ``temperature`` defaults to 0.7, the Aivvm protocol's default, not OpenAI's 1.0: the same
+  engine then answers a bare request alike on both routes.
+- ``max_completion_tokens`` (or the older ``max_tokens``) reaches engines as
+  ``ChatRequest.max_tokens``; engines without a token budget ignore it.
+- ``n`` must be 1; ``top_p``, ``stop``, ``user`` and penalties are checked for type, then
+  ignored; other fields (``seed``, ``tools``, ...) are ignored.
+
+``usage`` counts are approximate: ``completion_tokens`` is the number of pieces the engine
+yielded (one per token for the local engine, one per word for echo), ``prompt_tokens`` the
+input's characters divided by four, rounded up, the usual rule of thumb for English text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from ..protocol import DEFAULT_SYSTEM_MESSAGE, DEFAULT_TEMPERATURE, models
+from .engines import ChatRequest
+
+__all__ = [
+    "COMPLETIONS_PATH",
+    "MODELS_PATH",
+    "OWNED_BY",
+    "PREFIX",
+    "CompletionRequest",
+    "CompletionWriter",
+    "OpenAIError",
+    "bearer_token",
+    "error_document",
+    "models_listing",
+    "parse_completion_request",
+]
+
+PREFIX = "/v1"
+COMPLETIONS_PATH = "/v1/chat/completions"
+MODELS_PATH = "/v1/models"
+
+#: The ``owned_by`` of every model in ``/v1/models``.
+OWNED_BY = "aivvm-magic"
+
+_SYSTEM_ROLES = ("system", "developer")
+_ROLES = ("system", "developer", "user", "assistant")
+
+# Roughly four characters of English text per token: good enough for an approximate usage.
+_CHARS_PER_TOKEN = 4
+
+
+class OpenAIError(Exception):
+    """A request the OpenAI route refuses; becomes an OpenAI-shaped JSON error answer."""
+
+    def __init__(
+        self,
+        message: str,
+        status: HTTPStatus = HTTPStatus.BAD_REQUEST,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.type = type
+        self.param = param
+        self.code = code
+
+    def document(self) -> dict[str, Any]:
+        """The JSON error body, ``{"error": {"message", "type", "param", "code"}}``."""
+        return error_document(self.message, self.type, self.param, self.code)
+
+
+def error_document(
+    message: str,
+    type: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+) -> dict[str, Any]:
+    """An error in OpenAI's shape, as the answer body or as the data of an SSE event."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value, or None if there is none."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    # The scheme is case-insensitive (RFC 9110); the token is taken exactly.
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """A validated ``POST /v1/chat/completions`` body."""
+
+    #: What the engine sees.
+    chat: ChatRequest
+    #: Whether the reply goes out as server-sent events (else one ``chat.completion`` object).
+    stream: bool = False
+    #: ``stream_options.include_usage``: a usage chunk before ``[DONE]``.
+    include_usage: bool = False
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int subclass, but ``"temperature": true`` is not a temperature.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number_between(body: dict[str, Any], name: str, low: float, high: float) -> float | None:
+    """The optional number ``body[name]``, checked to lie in ``[low, high]``; None if absent."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not (_is_number(value) and math.isfinite(value) and low <= value <= high):
+        raise OpenAIError(f"'{name}' must be a number between {low:g} and {high:g}", param=name)
+    return float(value)
+
+
+def _positive_int(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise OpenAIError(f"'{name}' must be an integer of 1 or more", param=name)
+    return value
+
+
+def _content_text(content: Any, where: str) -> str:
+    """A message's content as one string: a string as is, text parts joined with newlines."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise OpenAIError(f"'{where}' must be a string or a list of text parts", param=where)
+    texts = []
+    for index, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") != "text":
+            raise OpenAIError(
+                f"'{where}[{index}]' must be a text part; only text content is supported",
+                param=f"{where}[{index}].type",
+            )
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise OpenAIError(
+                f"'{where}[{index}].text' must be a string", param=f"{where}[{index}].text"
+            )
+        texts.append(text)
+    return "\n".join(texts)
+
+
+def _check_ignored_fields(body: dict[str, Any]) -> None:
+    """Refuse the ignored fields a client got wrong, as OpenAI would; valid ones change nothing."""
+    _number_between(body, "top_p", 0, 1)
+    _number_between(body, "presence_penalty", -2, 2)
+    _number_between(body, "frequency_penalty", -2, 2)
+    n = _positive_int(body, "n")
+    if n is not None and n != 1:
+        # Each engine call is one reply; several choices would need several generations.
+        raise OpenAIError("'n' must be 1: this server makes one choice per request", param="n")
+    stop = body.get("stop")
+    if not (
+        stop is None
+        or isinstance(stop, str)
+        or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        raise OpenAIError("'stop' must be a string or a list of strings", param="stop")
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise OpenAIError("'user' must be a string", param="user")
+
+
+def parse_completion_request(body: Any) -> CompletionRequest:
+    """Validate a decoded ``/v1/chat/completions`` body and map it onto the engine's request.
+
+    Raises :class:`OpenAIError` (status 400) naming the offending field in ``param``.
+    """
+    if not isinstance(body, dict):
+        raise OpenAIError("The request body must be a JSON object")
+
+    model = body.get("model")
+    if model is None or model == "":
+        raise OpenAIError("you must provide a model parameter", param="model")
+    if not isinstance(model, str):
+        raise OpenAIError("'model' must be a string", param="model")
+
+    messages = body.get("messages")
+    if messages is None:
+        raise OpenAIError("Missing required parameter: 'messages'", param="messages")
+    if not isinstance(messages, list):
+        raise OpenAIError("'messages' must be a list", param="messages")
+    if not messages:
+        raise OpenAIError("'messages' must not be empty", param="messages")
+    system_parts: list[str] = []
+    conversation: list[dict[str, str]] = []
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise OpenAIError(f"'{where}' must be an object", param=where)
+        role = message.get("role")
+        if role not in _ROLES:
+            raise OpenAIError(
+                f"'{where}.role' must be 'system', 'developer', 'user' or 'assistant'",
+                param=f"{where}.role",
+            )
+        content = _content_text(message.get("content"), f"{where}.content")
+        if role in _SYSTEM_ROLES:
+            system_parts.append(content)
+        else:
+            conversation.append({"role": role, "content": content})
+
+    stream = body.get("stream")
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise OpenAIError("'stream' must be a boolean", param="stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise OpenAIError("'stream_options' must be an object", param="stream_options")
+    include_usage = (options or {}).get("include_usage", False)
+    if not isinstance(include_usage, bool):
+        raise OpenAIError(
+            "'stream_options.include_usage' must be a boolean",
+            param="stream_options.include_usage",
+        )
+
+    temperature = _number_between(body, "temperature", 0, 2)
+    if temperature is None:
+        temperature = DEFAULT_TEMPERATURE
+    max_tokens = _positive_int(body, "max_tokens")
+    max_completion_tokens = _positive_int(body, "max_completion_tokens")
+    _check_ignored_fields(body)
+
+    chat = ChatRequest(
+        model_id=model,
+        messages=conversation,
+        prompt="\n\n".join(system_parts) if system_parts else DEFAULT_SYSTEM_MESSAGE,
+        temperature=temperature,
+        # The newer name wins, as it does at OpenAI, where max_tokens is deprecated.
+        max_tokens=max_completion_tokens if max_completion_tokens is not None else max_tokens,
+    )
+    return CompletionRequest(chat=chat, stream=stream, include_usage=stream and include_usage)
+
+
+def models_listing(served_by: str, created: int) -> dict[str, Any]:
+    """The ``/v1/models`` document: every Aivvm model id, each saying what really answers."""
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": model_id,
+                "object": "model",
+                "created": created,
+                "owned_by": OWNED_BY,
+                "served_by": served_by,
+            }
+            for model_id in models
+        ],
+    }
+
+
+def _approximate_tokens(text: str) -> int:
+    return math.ceil(len(text) / _CHARS_PER_TOKEN)
+
+
+def _sse(document: dict[str, Any]) -> str:
+    # json.dumps escapes newlines inside strings, so each event is one ``data:`` line.
+    return f"data: {json.dumps(document, ensure_ascii=False)}\n\n"
+
+
+class CompletionWriter:
+    """The documents of one chat completion: SSE events while streaming, or the whole object.
+
+    One instance per request, used by one handler thread, so it holds no lock. The streaming
+    methods return text that the server writes as it is produced.
+    """
+
+    content_type = "text/event-stream; charset=utf-8"
+
+    def __init__(self, request: CompletionRequest, created: int | None = None) -> None:
+        self.request = request
+        self.id = "chatcmpl-" + secrets.token_hex(12)
+        self.created = int(time.time()) if created is None else created
+        self._pieces = 0
+        self._text: list[str] = []
+
+    def add(self, text: str) -> None:
+        """Remember a piece of the reply (for the whole answer and the usage counts)."""
+        self._pieces += 1
+        self._text.append(text)
+
+    def usage(self) -> dict[str, int]:
+        """Approximate token counts; see the module docstring for how they are made."""
+        chat = self.request.chat
+        prompt_chars = chat.prompt + "".join(m["content"] for m in chat.messages)
+        prompt_tokens = _approximate_tokens(prompt_chars)
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": self._pieces,
+            "total_tokens": prompt_tokens + self._pieces,
+        }
+
+    def _chunk(
+        self, delta: dict[str, str], finish_reason: str | None, choices: bool = True
+    ) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.request.chat.model_id,
+            "choices": (
+                [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+                if choices
+                else []
+            ),
+        }
+
+    # -- streaming: the framing :class:`~aivvm_magic.server.app.ReplyFraming` asks for ------
+
+    def opening(self) -> str:
+        """The first event: the assistant role with empty content, as OpenAI sends it."""
+        return _sse(self._chunk({"role": "assistant", "content": ""}, None))
+
+    def piece(self, text: str) -> str:
+        """One event carrying one piece of the reply."""
+        self.add(text)
+        return _sse(self._chunk({"content": text}, None))
+
+    def closing(self) -> str:
+        """The ``stop`` chunk, the usage chunk if asked for, then ``[DONE]``."""
+        events = [_sse(self._chunk({}, "stop"))]
+        if self.request.include_usage:
+            usage_chunk = self._chunk({}, None, choices=False)
+            usage_chunk["usage"] = self.usage()
+            events.append(_sse(usage_chunk))
+        events.append("data: [DONE]\n\n")
+        return "".join(events)
+
+    def failure(self) -> str:
+        """An error event; the stream then ends without ``[DONE]``, so clients see it is cut."""
+        return _sse(error_document("The engine failed while generating the reply", "server_error"))
+
+    # -- not streaming --------------------------------------------------------------------
+
+    def whole(self) -> dict[str, Any]:
+        """The ``chat.completion`` object with the reply made of every piece added."""
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.request.chat.model_id,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(self._text)},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": self.usage(),
+        }
