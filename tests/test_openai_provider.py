@@ -181,3 +181,75 @@ def test_done_ended_by_lone_carriage_returns(fault):
         )
     )
     assert ask(fault.url).text() == "cr"
+
+
+# -- both providers against the one reference server, and switching within a conversation ----
+
+
+def test_both_providers_against_the_reference_server(reference):
+    text = "same engine, two protocols ✓"
+    messages = [{"role": "user", "content": text}]
+    via_openai = OpenAICompatible.create_completion(
+        "gpt-4", messages, True, base_url=reference.url + "/v1", system_message="Sys"
+    )
+    assert via_openai.text() == text and via_openai.complete
+    seen = reference.requests[-1]
+    assert seen["route"] == "openai" and seen["chat_request"]["prompt"] == "Sys"
+    assert (
+        get_provider("aivvm").create_completion("gpt-4", messages, False, base_url=reference.url)
+        == text
+    )
+    assert [m["id"] for m in OpenAICompatible.list_models(reference.url + "/v1")][:1] == [
+        "gpt-3.5-turbo"
+    ]
+
+
+def test_the_magic_switches_providers_within_one_conversation(ip, reference):
+    from aivvm_magic.magics import magics_for
+
+    v1 = f"--base-url {reference.url}/v1"
+    ip.run_cell_magic("aivvm", f"-c mixed -p openai -m llama3.2 {v1}", "first, over /v1")
+    assert reference.requests[-1]["route"] == "openai"
+    ip.run_cell_magic("aivvm", "-c mixed", "second, over /api/chat")
+    seen = reference.requests[-1]
+    assert seen.get("route") != "openai"
+    assert [m["content"] for m in seen["messages"]] == [
+        "first, over /v1",
+        "first, over /v1",
+        "second, over /api/chat",
+    ]
+    turns = magics_for(ip).chats.get("mixed").turns
+    assert [t.model for t in turns] == ["llama3.2", "gpt-3.5-turbo"]
+
+
+def test_provider_traitlet_and_unknown_provider(ip, reference):
+    from IPython.core.error import UsageError
+
+    ip.run_line_magic("config", 'AivvmMagics.provider = "openai"')
+    ip.run_line_magic("config", f"AivvmMagics.base_url = {reference.url + '/v1'!r}")
+    ip.run_cell_magic("aivvm", "-c trait -m gpt-4", "via the traitlet")
+    assert reference.requests[-1]["route"] == "openai"
+    with pytest.raises(UsageError, match="aivvm, openai"):
+        ip.run_cell_magic("aivvm", "-p bard", "hello")
+
+
+def test_the_panel_follows_the_provider_setting(ip, reference):
+    from aivvm_magic.magics import magics_for
+    from aivvm_magic.panel import ChatPanel
+
+    panel = ChatPanel("panel-providers", magics=magics_for(ip))
+    try:
+        assert panel.send("over aivvm") == "over aivvm"
+        assert reference.requests[-1].get("route") != "openai"
+        ip.run_line_magic("config", 'AivvmMagics.provider = "openai"')
+        ip.run_line_magic("config", f"AivvmMagics.base_url = {reference.url + '/v1'!r}")
+        assert panel.send("over openai") == "over openai"
+        assert reference.requests[-1]["route"] == "openai"
+        sent = reference.requests[-1]["messages"]
+        assert [m["content"] for m in sent if m["role"] != "system"] == [
+            "over aivvm",
+            "over aivvm",
+            "over openai",
+        ]
+    finally:
+        panel.close()
