@@ -1,5 +1,6 @@
 # Two commands set everything up on a fresh machine:
-#   make demo   - create .venv, install the project, run the demo
+#   make demo   - create .venv, install the project with the local model, run a tutorial
+#                 notebook end to end against it (the replies stream into the terminal)
 #   make test   - create .venv, install the project with its test extras, run every test
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,12 +13,14 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
+# The demo runs the local model: llama-cpp-python builds from source (3 to 4 minutes).
 $(VENV)/.demo-installed: pyproject.toml | $(PY)
-	$(PIP) install -e .
+	$(PIP) install -e ".[local,notebook]"
 	touch $@
 
+# The tests run the local model too: llama-cpp-python builds from source (3 to 4 minutes).
 $(VENV)/.test-installed: pyproject.toml | $(PY)
-	$(PIP) install -e ".[test]"
+	$(PIP) install -e ".[test,local]"
 	touch $@
 
 demo: $(VENV)/.demo-installed
@@ -25,7 +28,8 @@ demo: $(VENV)/.demo-installed
 
 test: $(VENV)/.test-installed
 	$(PY) -m ruff check aivvm_magic tests bench
-	$(PY) -m pytest
+	$(PY) -m pytest tests notebooks --nbval --nbval-current-env \
+		--nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
 lint: $(VENV)/.test-installed
 	$(PY) -m ruff check aivvm_magic tests bench
