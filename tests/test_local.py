@@ -311,3 +311,29 @@ def test_options_from_the_command_line_are_strings(tmp_path):
         engine.close()
     with pytest.raises(RuntimeError, match="closed"):
         engine.count_tokens([{"role": "user", "content": "hi"}])
+
+
+def test_local_model_path_traitlet_reaches_the_embedded_server(tmp_path):
+    """``AivvmMagics.local_model_path`` picks the GGUF file; a missing one is a clear error."""
+    from IPython import get_ipython
+    from IPython.testing.globalipapp import start_ipython
+
+    from aivvm_magic.magics import AivvmError, magics_for
+    from aivvm_magic.server.local import find_model
+
+    shell = start_ipython() or get_ipython()
+    shell.run_line_magic("load_ext", "aivvm_magic")
+    try:
+        magics = magics_for(shell)
+        magics.base_url = ""
+        magics.display_mode = "text"
+        magics.local_model_path = str(find_model(None))
+        base_url, target = magics.target()
+        assert "local engine" in target and find_model(None).name in target
+        magics.local_model_path = str(tmp_path / "missing.gguf")
+        with pytest.raises(AivvmError) as info:
+            shell.run_cell_magic("aivvm", "--no-history", "hello")
+        assert "missing.gguf" in str(info.value)
+    finally:
+        shell.run_line_magic("unload_ext", "aivvm_magic")
+        shell.config.pop("AivvmMagics", None)
