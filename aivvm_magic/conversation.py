@@ -15,19 +15,30 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import json
 import logging
 import math
 import os
-import re
-import secrets
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal, NamedTuple, TextIO
+
+from .conversation_files import (
+    FORMAT,
+    JSON_ENCODER,
+    VERSION,
+    ConversationFormatError,
+    check_format_and_version,
+    format_of,
+    json_kind,
+    markdown_parts,
+    parse_json,
+    parse_markdown,
+    type_name,
+    write_atomically,
+)
 
 __all__ = [
     "FORMAT",
@@ -46,10 +57,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The ``"format"`` value of an exported conversation.
-FORMAT = "aivvm-conversation"
-#: The export format version this module writes and reads.
-VERSION = 1
 #: Where a turn was asked from.
 SOURCES = ("cell", "panel")
 
@@ -58,10 +65,6 @@ EventKind = Literal["turn_started", "chunk", "turn_finished", "turn_failed", "re
 Messages = list[dict[str, str]]
 Listener = Callable[["ConversationEvent"], object]
 ErrorHandler = Callable[[BaseException, "ConversationEvent"], object]
-
-
-class ConversationFormatError(ValueError):
-    """A turn, a conversation dict or a file is not a valid aivvm conversation; shown as is."""
 
 
 class ConversationBusy(RuntimeError):
@@ -77,21 +80,17 @@ class ConversationBusy(RuntimeError):
 # Turns
 
 
-def _type_name(value: object) -> str:
-    return type(value).__name__
-
-
 def _require_str(name: str, value: object, *, optional: bool = False) -> None:
     if isinstance(value, str) or (optional and value is None):
         return
     expected = "a string or null" if optional else "a string"
-    raise TypeError(f"field {name!r} must be {expected}, not {_type_name(value)}")
+    raise TypeError(f"field {name!r} must be {expected}, not {type_name(value)}")
 
 
 def _require_number(name: str, value: object) -> float:
     # bool is an int subclass, but ``true`` is never a meaningful temperature or duration.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"field {name!r} must be a number, not {_type_name(value)}")
+        raise TypeError(f"field {name!r} must be a number, not {type_name(value)}")
     try:
         number = float(value)
     except OverflowError:
@@ -162,7 +161,7 @@ class Turn:
             raise ValueError(f"field 'duration' must not be negative, not {self.duration!r}")
         if not isinstance(self.complete, bool):
             raise TypeError(
-                f"field 'complete' must be true or false, not {_type_name(self.complete)}"
+                f"field 'complete' must be true or false, not {type_name(self.complete)}"
             )
         if self.source not in SOURCES:
             raise ValueError(f"field 'source' must be 'cell' or 'panel', not {self.source!r}")
@@ -199,7 +198,7 @@ class Turn:
         required and unknown keys are refused, so a typo cannot silently lose information.
         """
         if not isinstance(data, Mapping):
-            raise ConversationFormatError(f"a turn must be an object, not {_type_name(data)}")
+            raise ConversationFormatError(f"a turn must be an object, not {type_name(data)}")
         missing = [name for name in _REQUIRED_TURN_FIELDS if name not in data]
         if missing:
             raise ConversationFormatError(f"turn is missing {', '.join(map(repr, missing))}")
@@ -322,7 +321,7 @@ class PendingReply:
         if self.turn is not None:
             raise RuntimeError("this reply was already recorded")
         if not isinstance(chunk, str):
-            raise TypeError(f"a reply chunk must be a str, not {_type_name(chunk)}")
+            raise TypeError(f"a reply chunk must be a str, not {type_name(chunk)}")
         if chunk:
             self._parts.append(chunk)
             self.conversation.emit_chunk(chunk)
@@ -398,7 +397,7 @@ class Conversation:
         if not isinstance(name, str) or not name:
             raise ValueError(f"a conversation name must be a non-empty string, not {name!r}")
         if system is not None and not isinstance(system, str):
-            raise TypeError(f"system must be a string or None, not {_type_name(system)}")
+            raise TypeError(f"system must be a string or None, not {type_name(system)}")
         self.name = name
         #: This conversation's own system message; None means "use the caller's default".
         self.system = system
@@ -501,7 +500,7 @@ class Conversation:
         Listeners get ``"replaced"`` if turns were removed, then ``"turn_finished"``.
         """
         if not isinstance(turn, Turn):
-            raise TypeError(f"record() takes a Turn, not {_type_name(turn)}")
+            raise TypeError(f"record() takes a Turn, not {type_name(turn)}")
         with self._state:
             removed = self._truncate(turn.cell_id) if turn.cell_id is not None else 0
             if turn.cell_id is not None:
@@ -555,7 +554,7 @@ class Conversation:
         conversation that panels already show: if loading fails, nothing has changed.
         """
         if not isinstance(other, Conversation):
-            raise TypeError(f"replace_with() takes a Conversation, not {_type_name(other)}")
+            raise TypeError(f"replace_with() takes a Conversation, not {type_name(other)}")
         # Copy under other's lock, then swap under ours: never both locks at once.
         with other._state:
             turns, system = list(other._turns), other.system
@@ -574,7 +573,7 @@ class Conversation:
         others or the caller; its error goes to :attr:`error_handler`.
         """
         if not callable(listener):
-            raise TypeError(f"a listener must be callable, not {_type_name(listener)}")
+            raise TypeError(f"a listener must be callable, not {type_name(listener)}")
         with self._state:
             token = next(self._tokens)
             self._listeners[token] = listener
@@ -651,7 +650,7 @@ class Conversation:
         since waiting for itself would never end.
         """
         if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a str, not {_type_name(prompt)}")
+            raise TypeError(f"prompt must be a str, not {type_name(prompt)}")
         if source not in SOURCES:
             raise ValueError(f"source must be 'cell' or 'panel', not {source!r}")
         self._acquire_reply(timeout)
@@ -708,9 +707,9 @@ class Conversation:
         """A new conversation from :meth:`to_dict`'s output; ConversationFormatError if not."""
         if not isinstance(data, Mapping):
             raise ConversationFormatError(
-                f"not an aivvm conversation (the top level is {_json_kind(data)}, not an object)"
+                f"not an aivvm conversation (the top level is {json_kind(data)}, not an object)"
             )
-        _check_format_and_version(data)
+        check_format_and_version(data)
         unknown = [key for key in data if key not in _CONVERSATION_KEYS]
         if unknown:
             raise ConversationFormatError(f"unknown key(s) {', '.join(map(repr, unknown))}")
@@ -736,7 +735,7 @@ class Conversation:
 
     def export(self, path: str | os.PathLike[str]) -> None:
         """Write the conversation to ``path``, as JSON (``.json``) or Markdown (``.md``)."""
-        if _format_of(path) == "json":
+        if format_of(path) == "json":
             self.export_json(path)
         else:
             self.export_markdown(path)
@@ -744,7 +743,7 @@ class Conversation:
     def export_json(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`to_dict` to ``path`` as UTF-8 JSON, replacing the file atomically."""
         data = self.to_dict()
-        encode = _JSON_ENCODER.encode
+        encode = JSON_ENCODER.encode
 
         def write(file: TextIO) -> None:
             # One turn to a line: readable, diffable, and each line comes from the fast
@@ -757,7 +756,7 @@ class Conversation:
                 file.write(("\n  " if index == 0 else ",\n  ") + encode(turn))
             file.write("\n ]\n}\n" if data["turns"] else "]\n}\n")
 
-        _write_atomically(path, write)
+        write_atomically(path, write)
 
     def export_markdown(self, path: str | os.PathLike[str]) -> None:
         """Write a readable Markdown transcript that :meth:`load` reads back exactly.
@@ -769,10 +768,10 @@ class Conversation:
         data = self.to_dict()
 
         def write(file: TextIO) -> None:
-            for part in _markdown_parts(data):
+            for part in markdown_parts(data):
                 file.write(part)
 
-        _write_atomically(path, write)
+        write_atomically(path, write)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Conversation:
@@ -783,7 +782,7 @@ class Conversation:
         usual ``OSError``. Nothing existing is changed either way: follow with
         :meth:`replace_with` to load into a conversation in use.
         """
-        kind = _format_of(path)
+        kind = format_of(path)
         where = os.fspath(path)
         with open(path, "rb") as file:
             raw = file.read()
@@ -795,310 +794,13 @@ class Conversation:
                 raise ConversationFormatError("not UTF-8 text (a binary file?)") from None
             if not text.strip():
                 raise ConversationFormatError("the file is empty")
-            data = _parse_json(text) if kind == "json" else _parse_markdown(text)
+            data = parse_json(text) if kind == "json" else parse_markdown(text)
             return cls.from_dict(data)
         except ConversationFormatError as exc:
             raise ConversationFormatError(f"{where}: {exc}") from None
 
 
 _CONVERSATION_KEYS = ("format", "version", "name", "system", "turns")
-_JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
-
-
-def _json_kind(value: object) -> str:
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return "a string"
-    if value is None:
-        return "null"
-    return f"a {_type_name(value)}"
-
-
-def _check_format_and_version(data: Mapping[str, Any]) -> None:
-    if data.get("format") != FORMAT:
-        if "nbformat" in data and "cells" in data:
-            raise ConversationFormatError("a Jupyter notebook, not an aivvm conversation")
-        raise ConversationFormatError(
-            f'not an aivvm conversation (no "format": "{FORMAT}" at the top)'
-        )
-    version = data.get("version")
-    if type(version) is not int or version != VERSION:
-        raise ConversationFormatError(
-            f"unsupported version {version!r}; this aivvm_magic reads version {VERSION}"
-        )
-
-
-def _format_of(path: str | os.PathLike[str]) -> Literal["json", "md"]:
-    suffix = os.path.splitext(os.fspath(path))[1].lower()
-    if suffix == ".json":
-        return "json"
-    if suffix == ".md":
-        return "md"
-    raise ValueError(
-        f"cannot tell the format of {os.fspath(path)!r} from its extension; use .json or .md"
-    )
-
-
-def _parse_json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConversationFormatError(
-            f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
-            "truncated or corrupt?"
-        ) from None
-    except (ValueError, RecursionError) as exc:
-        raise ConversationFormatError(f"not valid JSON ({exc})") from None
-
-
-# --------------------------------------------------------------------------------------------
-# Atomic writes
-
-
-def _write_atomically(path: str | os.PathLike[str], write: Callable[[TextIO], None]) -> None:
-    """Have ``write`` fill a new file, then put it in place of ``path`` in one step.
-
-    The text goes to a temporary file beside the target (``os.replace`` is only atomic within
-    one file system), is flushed and fsynced, then renamed over the target. If anything fails
-    the temporary file is removed and the old file is left exactly as it was.
-    """
-    # Write through a symlink to its target rather than replacing the link with a file.
-    target = os.path.realpath(os.fspath(path))
-    directory, basename = os.path.split(target)
-    temporary = os.path.join(directory, f".{basename}.{secrets.token_hex(6)}.tmp")
-    # 0o666 lets the umask decide, as for any new file (mkstemp would force 0o600).
-    fd = os.open(
-        temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
-    )
-    try:
-        try:
-            file = open(fd, "w", encoding="utf-8", newline="")
-        except BaseException:
-            os.close(fd)
-            raise
-        with file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            # Overwriting keeps the old file's permissions.
-            os.chmod(temporary, stat.S_IMODE(os.stat(target).st_mode))
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: str) -> None:
-    # Makes the rename itself durable; not possible on every platform, and not essential.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-# --------------------------------------------------------------------------------------------
-# Markdown
-#
-# A transcript reads as ordinary Markdown; the exact data rides in one-line HTML comments:
-#
-#     <!-- aivvm:conversation {"format", "version", "name", "has_system", "turns": N} -->
-#     <!-- aivvm:system {"chars": N} -->        followed by exactly N characters, then "\n"
-#     <!-- aivvm:turn {every field but prompt and reply} -->
-#     <!-- aivvm:prompt {"chars": N} -->        likewise
-#     <!-- aivvm:reply {"chars": N} -->         likewise
-#
-# The reader finds each marker by searching from the end of the previous text, so the prose
-# between markers must never contain "<!-- aivvm:". It cannot: the prose is escaped, with "<"
-# written "&lt;", and the JSON in markers has "<" and ">" written as \u escapes, which also
-# keeps a "-->" inside a value from ending the comment early.
-
-_MARK = "<!-- aivvm:"
-_MARK_END = " -->"
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]#|~])")
-# Anything _md_inline changes: Markdown specials, HTML's, and what str.splitlines() splits on.
-_MD_UNSAFE = re.compile(r"[\\`*_\[\]#|~&<>\n\r\v\f\x1c-\x1e\x85\u2028\u2029]")
-# How the writer spells a text's marker; the reader takes this fast path before trying JSON.
-_BLOCK_MARKER = re.compile(r'<!-- aivvm:(\w+) \{"chars": (\d+)\} -->\n')
-
-
-def _marker(kind: str, payload: object) -> str:
-    text = _JSON_ENCODER.encode(payload).replace("<", "\\u003c").replace(">", "\\u003e")
-    return f"{_MARK}{kind} {text}{_MARK_END}\n"
-
-
-def _block(kind: str, text: str) -> str:
-    # A text that leaves a code fence open would turn the rest of the rendered transcript into
-    # code; close it after the text, where the reader does not look.
-    fence = _open_fence(text)
-    closing = f"{fence}\n\n" if fence else ""
-    return f'{_MARK}{kind} {{"chars": {len(text)}}}{_MARK_END}\n{text}\n\n{closing}'
-
-
-_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})(.*)")
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-
-
-def _open_fence(text: str) -> str | None:
-    """The code fence a Markdown reader is still inside at the end of ``text``, if any."""
-    if "```" not in text and "~~~" not in text:
-        return None
-    fence = None
-    for line in _LINE_BREAK.split(text):
-        match = _FENCE.match(line)
-        if match is None:
-            continue
-        run, rest = match.groups()
-        if fence is None:
-            # A backtick fence's info string cannot contain backticks (that is inline code).
-            if not (run[0] == "`" and "`" in rest):
-                fence = run
-        elif run[0] == fence[0] and len(run) >= len(fence) and not rest.strip():
-            fence = None
-    return fence
-
-
-def _md_inline(text: str) -> str:
-    """``text`` as inline Markdown that shows as written: one line, specials escaped."""
-    if _MD_UNSAFE.search(text) is None:
-        return text
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return " ".join(_MD_SPECIAL.sub(r"\\\1", text).splitlines())
-
-
-def _md_summary(turn: Mapping[str, Any]) -> str:
-    where = f"cell {_md_inline(turn['cell_id'])}" if turn["cell_id"] else turn["source"]
-    parts = [
-        f"Model: {_md_inline(turn['model'])}",
-        f"temperature {turn['temperature']:g}",
-        f"started {_md_inline(turn['started'])}",
-        f"{turn['duration']:.1f} s",
-        f"from {where}",
-    ]
-    if not turn["complete"]:
-        reason = f": {_md_inline(turn['error'])}" if turn["error"] else ""
-        parts.append(f"**partial reply**{reason}")
-    return " · ".join(parts)
-
-
-def _markdown_parts(data: Mapping[str, Any]) -> Iterator[str]:
-    header = {
-        "format": data["format"],
-        "version": data["version"],
-        "name": data["name"],
-        "has_system": data["system"] is not None,
-        "turns": len(data["turns"]),
-    }
-    yield f"# Conversation: {_md_inline(data['name'])}\n\n"
-    yield _marker("conversation", header)
-    yield "\n"
-    if data["system"] is not None:
-        yield "**System message**\n\n"
-        yield _block("system", data["system"])
-    for number, turn in enumerate(data["turns"], 1):
-        metadata = {key: value for key, value in turn.items() if key not in ("prompt", "reply")}
-        yield "".join(
-            (
-                f"## Turn {number}\n\n{_md_summary(turn)}\n\n",
-                _marker("turn", metadata),
-                "\n### You\n\n",
-                _block("prompt", turn["prompt"]),
-                "### Assistant\n\n",
-                _block("reply", turn["reply"]),
-            )
-        )
-
-
-class _MarkdownReader:
-    """Reads the markers and texts of an exported transcript in order."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.position = 0
-
-    def marker(self, kind: str, what: str) -> Any:
-        start = self.text.find(_MARK, self.position)
-        if start < 0:
-            raise ConversationFormatError(f"{what} is missing; the file looks truncated")
-        end = self.text.find("\n", start)
-        line = self.text[start:] if end < 0 else self.text[start:end]
-        if end < 0 or not line.endswith(_MARK_END):
-            raise ConversationFormatError(f"{what} has a damaged marker")
-        found, _, payload = line[len(_MARK) : -len(_MARK_END)].partition(" ")
-        if found != kind:
-            raise ConversationFormatError(f"expected {what}, found an aivvm:{found} marker")
-        try:
-            value = json.loads(payload)
-        except (ValueError, RecursionError):
-            raise ConversationFormatError(f"{what} has a damaged marker") from None
-        self.position = end + 1
-        return value
-
-    def block(self, kind: str, what: str) -> str:
-        found = self.text.find(_MARK, self.position)
-        match = _BLOCK_MARKER.match(self.text, found) if found >= 0 else None
-        if match is not None and match.group(1) == kind:
-            chars = int(match.group(2))
-            self.position = match.end()
-        else:
-            # Not as the writer spells it: marker() says what is wrong, or it is damaged.
-            info = self.marker(kind, what)
-            chars = info.get("chars") if isinstance(info, dict) else None
-            if type(chars) is not int or chars < 0 or len(info) != 1:
-                raise ConversationFormatError(f"{what} has a damaged marker")
-        start, stop = self.position, self.position + chars
-        if stop >= len(self.text) or self.text[stop] != "\n":
-            raise ConversationFormatError(
-                f"{what} does not match its recorded length (edited or truncated?)"
-            )
-        self.position = stop + 1
-        return self.text[start:stop]
-
-    def at_end(self) -> bool:
-        return self.text.find(_MARK, self.position) < 0
-
-
-def _parse_markdown(text: str) -> dict[str, Any]:
-    if _MARK + "conversation " not in text:
-        raise ConversationFormatError(
-            "not an aivvm conversation (no aivvm:conversation marker; a Markdown export "
-            "starts with one)"
-        )
-    reader = _MarkdownReader(text)
-    header = reader.marker("conversation", "the conversation header")
-    if not isinstance(header, dict):
-        raise ConversationFormatError("the conversation header has a damaged marker")
-    _check_format_and_version(header)
-    name, has_system, count = header.get("name"), header.get("has_system"), header.get("turns")
-    if not isinstance(has_system, bool) or type(count) is not int or count < 0:
-        raise ConversationFormatError("the conversation header has a damaged marker")
-    system = reader.block("system", "the system message") if has_system else None
-    turns: list[dict[str, Any]] = []
-    for number in range(1, count + 1):
-        metadata = reader.marker("turn", f"turn {number}")
-        if not isinstance(metadata, dict) or "prompt" in metadata or "reply" in metadata:
-            raise ConversationFormatError(f"turn {number} has a damaged marker")
-        prompt = reader.block("prompt", f"the prompt of turn {number}")
-        reply = reader.block("reply", f"the reply of turn {number}")
-        turns.append({"prompt": prompt, "reply": reply, **metadata})
-    if not reader.at_end():
-        raise ConversationFormatError(f"more turns than the {count} its header announces")
-    return {
-        "format": header["format"],
-        "version": header["version"],
-        "name": name,
-        "system": system,
-        "turns": turns,
-    }
 
 
 # --------------------------------------------------------------------------------------------
