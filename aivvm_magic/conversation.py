@@ -18,6 +18,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -80,8 +81,17 @@ class ConversationBusy(RuntimeError):
 # Turns
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _require_str(name: str, value: object, *, optional: bool = False) -> None:
-    if isinstance(value, str) or (optional and value is None):
+    if isinstance(value, str):
+        # JSON's \ud800 escapes decode to lone surrogates, which no UTF-8 request body or
+        # export can hold: refuse them here, before they poison a conversation.
+        if _LONE_SURROGATE.search(value):
+            raise ValueError(f"field {name!r} holds a lone surrogate, which is not valid text")
+        return
+    if optional and value is None:
         return
     expected = "a string or null" if optional else "a string"
     raise TypeError(f"field {name!r} must be {expected}, not {type_name(value)}")

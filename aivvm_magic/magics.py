@@ -60,6 +60,14 @@ def _env(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
+def _parse(magic: Any, line: str) -> Any:
+    """``parse_argstring``, with an unclosed quote reported as the usage error it is."""
+    try:
+        return parse_argstring(magic, line)
+    except ValueError as exc:  # shlex: "No closing quotation"
+        raise UsageError(f"Could not read the options: {exc}") from None
+
+
 def _unquote(args: Any, *names: str) -> Any:
     # parse_argstring splits like a non-POSIX shell, which keeps the quotes around a quoted
     # value (-s "Be brief." arrives as '"Be brief."'); take one matching pair off.
@@ -235,9 +243,18 @@ class AivvmMagics(Magics):
         from .providers import get_provider
 
         args = _unquote(
-            parse_argstring(self.aivvm, line),
+            _parse(self.aivvm, line),
             *("model", "system", "chat", "output", "base_url", "provider"),
         )
+        if not args.chat.strip():
+            raise UsageError("-c/--chat needs a conversation name")
+        if args.base_url:
+            from .providers.transport import normalise_base_url
+
+            try:
+                normalise_base_url(args.base_url)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
         provider_name = args.provider or self.provider
         try:
             model = get_provider(provider_name).validate_model(args.model or self.model)
@@ -378,7 +395,9 @@ class AivvmMagics(Magics):
             In [3]: %aivvm import notes.json
             In [4]: %aivvm reset
         """
-        args = _unquote(parse_argstring(self.aivvm_line, line), "path", "chat")
+        args = _unquote(_parse(self.aivvm_line, line), "path", "chat")
+        if not args.chat.strip():
+            raise UsageError("-c/--chat needs a conversation name")
         command = args.command
         if command in ("export", "import") and not args.path:
             raise UsageError(f"%aivvm {command} needs a file path ending in .json or .md")

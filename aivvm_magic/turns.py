@@ -120,9 +120,7 @@ class TurnRunner:
                 self.conversation.reset()
             messages, _dropped = self.conversation.fit(
                 self.prompt,
-                max_chars=get_provider(self.settings.provider).max_input_chars(
-                    self.settings.model
-                ),
+                max_chars=get_provider(self.settings.provider).max_input_chars(self.settings.model),
                 max_turns=self.settings.history_limit or None,
                 system=self.settings.system,
             )

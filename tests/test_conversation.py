@@ -645,12 +645,20 @@ def test_a_write_that_fails_midway_leaves_the_old_file_and_no_temporary(tmp_path
     for index in range(300):
         conversation.record(make_turn(prompt=f"{index} " + "x" * 1000))
     # A lone surrogate is a valid str that UTF-8 cannot encode: the write fails after
-    # hundreds of kilobytes have already gone to the temporary file.
-    conversation.record(make_turn(reply="broken \ud800"))
+    # hundreds of kilobytes have already gone to the temporary file. Turn refuses such text,
+    # so it is slipped past the check, as a bug elsewhere might.
+    broken = make_turn(reply="broken")
+    object.__setattr__(broken, "reply", "broken \ud800")
+    conversation.record(broken)
     with pytest.raises(UnicodeEncodeError):
         conversation.export(path)
     assert path.read_bytes() == b"the old file\r\n"
     assert os.listdir(tmp_path) == [path.name]
+
+
+def test_a_lone_surrogate_is_refused_when_a_turn_is_made():
+    with pytest.raises(ValueError, match="surrogate"):
+        make_turn(reply="broken \ud800")
 
 
 def test_a_full_disk_midway_leaves_the_old_file_and_no_temporary(tmp_path):

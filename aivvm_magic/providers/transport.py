@@ -229,9 +229,10 @@ def open_stream(
         except requests.exceptions.ReadTimeout:
             # The server took the request but said nothing: it may be working on it, so a
             # retry could run the same prompt twice. Report instead.
-            raise ReplyTimeout(
+            error = ReplyTimeout(
                 f"No answer from {target} within {timeouts.read:g} s (read timeout)"
-            ) from None
+            )
+            reason = ""
         else:
             status = response.status_code
             if 200 <= status < 300:
@@ -264,6 +265,10 @@ def open_stream(
             if status not in RETRY_STATUSES:
                 raise error
             reason = f"HTTP {status}"
+        if isinstance(error, ReplyTimeout):
+            # Raised here, outside the except block, so that the exception carries no
+            # __context__: requests' own exception holds the request, and its body the key.
+            raise error
         attempt += 1
         wait = retry.delay(attempt, retry_after)
         if wait is None:
@@ -378,6 +383,7 @@ def get_json(
 ) -> Any:
     """Fetch JSON with a short timeout; raises the package's own errors, never retries."""
     session = session or thread_session()
+    failure: ProviderError | None = None
     try:
         response = session.request(
             method,
@@ -387,13 +393,17 @@ def get_json(
             timeout=(timeout, timeout),
             allow_redirects=False,
         )
+    except requests.exceptions.ConnectionError as exc:  # before Timeout: ConnectTimeout is both
+        failure = ConnectError(f"Could not connect to {url}: {_describe_connect_error(exc)}")
     except requests.exceptions.Timeout:
-        raise ReplyTimeout(f"No answer from {url} within {timeout:g} s") from None
-    except requests.exceptions.ConnectionError as exc:
-        raise ConnectError(f"Could not connect to {url}: {_describe_connect_error(exc)}") from None
+        failure = ReplyTimeout(f"No answer from {url} within {timeout:g} s")
     except requests.exceptions.RequestException as exc:
         # A body cut short, a bad redirect, ...: callers fall back on ProviderError.
-        raise ProviderError(f"{url}: {type(exc).__name__}") from None
+        failure = ProviderError(f"{url}: {type(exc).__name__}")
+    if failure is not None:
+        # Outside the except blocks: requests' exception (whose request holds the key in a
+        # POST body) must not ride along as __context__.
+        raise failure
     with response:
         if not 200 <= response.status_code < 300:
             reason = short_reason(

@@ -196,7 +196,9 @@ class StreamingDisplay:
         self.updates += 1
         # The live widget is no longer shown; closing it frees its comm in the kernel and
         # in the frontend, so a long session does not pile up dead widget models.
-        self._widget.close()
+        # Its layout and style are widget models of their own: close them too.
+        for model in (self._widget, self._widget.layout, self._widget.style):
+            model.close()
 
     def _final_html(self, text: str, status: str, complete: bool) -> str:
         return _wrap(render_reply(text, self.fmt), status, warn=not complete)
