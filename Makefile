@@ -26,14 +26,17 @@ $(VENV)/.test-installed: pyproject.toml | $(PY)
 demo: $(VENV)/.demo-installed
 	$(PY) -m aivvm_magic.demo
 
+# Two pytest runs: the notebooks' conftest (which teaches nbval about display updates) must
+# not apply to tests/.
 test: $(VENV)/.test-installed
-	$(PY) -m ruff check aivvm_magic tests bench
-	$(PY) -m pytest tests notebooks --nbval --nbval-current-env \
-		--nbval-sanitize-with notebooks/nbval_sanitize.cfg
+	$(PY) -m ruff check aivvm_magic tests bench notebooks/conftest.py
+	$(PY) -m pytest tests
+	$(PY) -m pytest --nbval --nbval-current-env \
+		--nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks/
 
 lint: $(VENV)/.test-installed
-	$(PY) -m ruff check aivvm_magic tests bench
-	$(PY) -m ruff format --check aivvm_magic tests bench
+	$(PY) -m ruff check aivvm_magic tests bench notebooks/conftest.py
+	$(PY) -m ruff format --check aivvm_magic tests bench notebooks/conftest.py
 
 bench: $(VENV)/.test-installed
 	$(PY) bench/run_all.py
