@@ -148,6 +148,10 @@ class AivvmMagics(Magics):
         super().__init__(shell=shell, **kwargs)
         self.chats = ConversationStore()
         self.cell_id: str | None = None
+        # Conversations the running cell has already asked: a cell that asks several times
+        # (a loop) ties only its first turn in each conversation to its id, so that its turns
+        # do not replace each other, and a re-run still replaces them all.
+        self._cell_chats: set[str] = set()
 
     # Environment variables seed the defaults (explicit configuration still wins).
     @default("model")
@@ -193,6 +197,13 @@ class AivvmMagics(Magics):
         # Jupyter sends the cell's id with the execute request; it is how a re-run cell
         # finds (and replaces) its earlier turn.
         self.cell_id = getattr(info, "cell_id", None)
+        self._cell_chats = set()
+
+    def _cell_id_for(self, chat: str) -> str | None:
+        if chat in self._cell_chats:
+            return None
+        self._cell_chats.add(chat)
+        return self.cell_id
 
     def _use_widgets(self) -> bool:
         if self.display_mode != "auto":
@@ -339,7 +350,7 @@ class AivvmMagics(Magics):
             prompt,
             settings,
             source="cell",
-            cell_id=self.cell_id if record else None,
+            cell_id=self._cell_id_for(chat) if record else None,
             record=record,
             new=new,
             busy_timeout=self.busy_timeout,
