@@ -311,7 +311,7 @@ class AivvmMagics(Magics):
             "system": self.system_message,
             "base_url": self.base_url,
             "provider": self.provider,
-            "key": str(self.api_key),
+            "key": self.api_key,
             "connect_timeout": self.connect_timeout,
             "read_timeout": self.read_timeout,
             "retries": self.retries,

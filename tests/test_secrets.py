@@ -190,17 +190,6 @@ def test_the_key_appears_nowhere_after_a_whole_notebook_run(
     assert_absent("this process's log", caplog.text)
 
 
-VERBOSE_LOCALS = (
-    "the provider keeps the key in plain locals (secret, the request body bytes, options): "
-    "IPython's Verbose tracebacks print every frame's locals"
-)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason=f"{VERBOSE_LOCALS}, so an error from Aivvm.create_completion called in a cell "
-    "shows the key",
-)
 def test_a_verbose_traceback_from_the_python_api_does_not_show_the_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -228,11 +217,6 @@ def test_a_verbose_traceback_from_the_python_api_does_not_show_the_key(
     assert_absent("a Verbose traceback", "\n".join(errors[1].traceback))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=f"{VERBOSE_LOCALS}, and an interrupted %%aivvm cell re-raises the KeyboardInterrupt "
-    "with the provider's generator frames in its traceback",
-)
 def test_a_verbose_traceback_of_an_interrupted_cell_does_not_show_the_key(
     monkeypatch: pytest.MonkeyPatch,
 ):

@@ -18,6 +18,7 @@ from ..protocol import models
 from .base import AbstractProvider, CreateResult, Messages
 from .errors import ProviderError
 from .reply import StreamControl, StreamingReply
+from .secrets import SecretBytes, hidden
 from .transport import (
     USER_AGENT,
     RetryCallback,
@@ -103,17 +104,19 @@ class Aivvm(AbstractProvider):
         """
         model_info = protocol.resolve_model(model)
         url = cls.base_url(base_url) + protocol.CHAT_PATH
-        secret = cls._key(key)
-        body = json.dumps(
-            {
-                "model": model_info,
-                "messages": [_message(m) for m in messages],
-                "key": secret,
-                "prompt": system_message,
-                "temperature": float(temperature),
-            },
-            ensure_ascii=False,
-        ).encode("utf-8")
+        secret = hidden(cls._key(key))
+        body = SecretBytes(
+            json.dumps(
+                {
+                    "model": model_info,
+                    "messages": [_message(m) for m in messages],
+                    "key": secret,
+                    "prompt": system_message,
+                    "temperature": float(temperature),
+                },
+                ensure_ascii=False,
+            ).encode("utf-8")
+        )
         control = StreamControl()
         chunks = _stream_text(
             url,
@@ -137,7 +140,7 @@ class Aivvm(AbstractProvider):
         Tries ``GET`` first, then chatbot-ui's ``POST {"key": ...}``.
         """
         url = cls.base_url(base_url) + protocol.MODELS_PATH
-        secret = cls._key(key)
+        secret = hidden(cls._key(key))
         for method, payload in (("GET", None), ("POST", {"key": secret})):
             try:
                 data = get_json(url, method=method, payload=payload, timeout=timeout, secret=secret)

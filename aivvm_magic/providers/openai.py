@@ -20,6 +20,7 @@ from .. import protocol
 from .base import AbstractProvider, CreateResult, Messages
 from .errors import IncompleteReply, ProviderError
 from .reply import StreamControl, StreamingReply
+from .secrets import SecretBytes, hidden
 from .sse import SSEParser
 from .transport import (
     USER_AGENT,
@@ -113,20 +114,22 @@ class OpenAICompatible(AbstractProvider):
         """
         model_id = cls.validate_model(model)
         url = cls.base_url(base_url) + "/chat/completions"
-        secret = cls._key(key)
+        secret = hidden(cls._key(key))
         chat = [{"role": "system", "content": system_message}] if system_message else []
         chat += [{"role": m["role"], "content": m["content"]} for m in messages]
-        body = json.dumps(
-            {"model": model_id, "messages": chat, "stream": True, "temperature": temperature},
-            ensure_ascii=False,
-        ).encode("utf-8")
+        body = SecretBytes(
+            json.dumps(
+                {"model": model_id, "messages": chat, "stream": True, "temperature": temperature},
+                ensure_ascii=False,
+            ).encode("utf-8")
+        )
         headers = {
             "Content-Type": "application/json",
             "Accept": "text/event-stream",
             "User-Agent": USER_AGENT,
         }
         if secret:
-            headers["Authorization"] = f"Bearer {secret}"
+            headers["Authorization"] = hidden(f"Bearer {secret}")
         control = StreamControl()
         text = stream_text(
             url,
@@ -148,7 +151,7 @@ class OpenAICompatible(AbstractProvider):
     ) -> list[dict[str, Any]]:
         """The models the endpoint serves (``GET /models``), as ``{"id", "name"}`` dicts."""
         url = cls.base_url(base_url) + "/models"
-        secret = cls._key(key)
+        secret = hidden(cls._key(key))
         try:
             data = get_json(url, timeout=timeout, secret=secret, headers=_auth(secret))
         except ProviderError:
@@ -176,7 +179,7 @@ class OpenAICompatible(AbstractProvider):
 
 
 def _auth(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"} if secret else {}
+    return {"Authorization": hidden(f"Bearer {secret}")} if secret else {}
 
 
 def _contents(text: Iterator[str], secret: str) -> Iterator[str]:
