@@ -15,6 +15,7 @@ provider's business. The rules it enforces:
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import random
 import re
@@ -186,6 +187,14 @@ def _describe_connect_error(exc: BaseException) -> str:
         for c in chain
     ):
         return "timed out while connecting"
+    # The connection was made, then lost before any answer: say so, or the user goes looking
+    # for a wrong address. (RemoteDisconnected is also a ConnectionResetError: check it first.)
+    if any(isinstance(c, http.client.RemoteDisconnected) for c in chain):
+        return "the server closed the connection without answering"
+    if any(isinstance(c, ConnectionResetError) for c in chain):
+        return "the connection was reset before any answer"
+    if any(isinstance(c, http.client.BadStatusLine) for c in chain):
+        return "the answer is not HTTP"
     return "could not connect"
 
 
