@@ -362,7 +362,8 @@ def test_engine_failing_before_the_first_piece_is_a_500() -> None:
         response = post_chat(srv.url, chat_body())
         assert response.status_code == 500
         assert response.text == "Error"
-        assert srv.stats.failed == 1
+        # The handler counts the failure after it has answered: wait for it.
+        assert srv.wait_for(lambda: srv.stats.failed == 1, timeout=2)
         assert srv.stats.started == 0
     assert any("engine error: RuntimeError" in line for line in lines)
 

@@ -590,7 +590,7 @@ def test_engine_failing_before_the_first_piece_is_an_openai_500(stream: bool) ->
         error = assert_openai_error(response, 500)
         assert error["type"] == "server_error"
         assert "fell over" not in response.text  # engine internals stay in the server's log
-        assert srv.stats.failed == 1
+        assert srv.wait_for(lambda: srv.stats.failed == 1, timeout=2)
         assert srv.stats.started == 0
     assert any("engine error: RuntimeError" in line for line in lines)
 
@@ -617,7 +617,8 @@ def test_engine_failing_mid_reply_without_streaming_is_a_500() -> None:
         response = post_completion(srv.url, completion_body())
         assert assert_openai_error(response, 500)["type"] == "server_error"
         assert "piece0" not in response.text
-        assert srv.stats.failed == 1
+        # The handler counts the failure after it has answered: wait for it.
+        assert srv.wait_for(lambda: srv.stats.failed == 1, timeout=2)
 
 
 # -- the API key ------------------------------------------------------------------------------
