@@ -130,7 +130,8 @@ def test_an_interrupt_mid_stream_through_nbclient(server, tmp_path: Path):
     # The server saw the client go away, and stopped generating.
     assert handle.wait_for(lambda: handle.stats.disconnected == 1, timeout=5)
     assert engine.closed.wait(5) and engine.pieces < len(WORDS)
-    assert handle.stats.completed == 1  # only the last cell's reply
+    # Only the last cell's reply (counted once its end is written: wait for it).
+    assert handle.wait_for(lambda: handle.stats.completed == 1, timeout=5)
 
     # The partial turn was kept as what was shown, and the next cell works and sends it.
     (printed,) = [o for o in nb.cells[2].outputs if o.output_type == "stream"]

@@ -222,7 +222,8 @@ def test_a_last_message_too_long_for_the_context_fails_clearly(server):
             "gpt-4", huge, stream=False, base_url=server.url, retries=0, system_message=""
         )
     assert info.value.status_code == 500
-    assert server.stats.failed == failed + 1
+    # The handler counts the failure after it has answered: wait for it.
+    assert server.wait_for(lambda: server.stats.failed == failed + 1, timeout=2)
     assert server.engine.runs[-1].outcome == "error" and not engine.busy
 
 
