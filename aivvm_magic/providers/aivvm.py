@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import requests
@@ -117,10 +116,21 @@ class Aivvm(AbstractProvider):
                 ensure_ascii=False,
             ).encode("utf-8")
         )
+        origin = url[: -len(protocol.CHAT_PATH)]
+        # The original client's browser-like headers, less the fetch metadata no server needs.
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream, text/plain;q=0.9, */*;q=0.8",
+            "Accept-Language": "en-US,en;q=0.9",
+            "User-Agent": USER_AGENT,
+            "Referer": origin + "/",
+            "Origin": origin,
+        }
         control = StreamControl()
-        chunks = _stream_text(
+        chunks = stream_text(
             url,
             body,
+            headers=headers,
             secret=secret,
             timeouts=Timeouts(connect_timeout, read_timeout),
             retry=RetryPolicy(retries, backoff, max_retry_wait),
@@ -173,17 +183,3 @@ class Aivvm(AbstractProvider):
 def _message(message: dict[str, str]) -> dict[str, str]:
     # Only the two fields the protocol knows; extra keys (ids, metadata) stay here.
     return {"role": message["role"], "content": message["content"]}
-
-
-def _stream_text(url: str, body: bytes, **options: Any) -> Iterator[str]:
-    origin = url[: -len(protocol.CHAT_PATH)]
-    # The original client's browser-like headers, less the fetch metadata no server needs.
-    headers = {
-        "Content-Type": "application/json",
-        "Accept": "text/event-stream, text/plain;q=0.9, */*;q=0.8",
-        "Accept-Language": "en-US,en;q=0.9",
-        "User-Agent": USER_AGENT,
-        "Referer": origin + "/",
-        "Origin": origin,
-    }
-    yield from stream_text(url, body, headers=headers, **options)
