@@ -189,6 +189,16 @@ def test_one_megabyte_of_prose_and_code_renders_fast() -> None:
     assert html.count("<pre>") == text.count("```python")
 
 
+def _best_time(text: str, runs: int = 3) -> float:
+    # The fastest of a few runs: on a shared machine, load only ever adds time.
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        render_markdown(text)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def test_dense_markdown_renders_in_linear_time() -> None:
     # Lists, links, emphasis and code spans on every line: markdown-it-py spends its time per
     # token, so this is slower than prose, but it must grow linearly, not blow up.
@@ -197,12 +207,7 @@ def test_dense_markdown_renders_in_linear_time() -> None:
         "- the file is closed when the block ends;\n- pass `encoding` explicitly.\n\n"
     )
     small, large = unit * 250, unit * 1000
-    started = time.perf_counter()
-    render_markdown(small)
-    small_time = time.perf_counter() - started
-    started = time.perf_counter()
-    render_markdown(large)
-    large_time = time.perf_counter() - started
+    small_time, large_time = _best_time(small), _best_time(large)
     assert large_time < 3.0
     # Four times the input may take at most twice four times as long (timer noise aside).
     assert large_time < 8 * small_time + 0.05
