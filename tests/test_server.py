@@ -188,6 +188,39 @@ def test_chunked_framing_on_the_wire(server: ServerHandle) -> None:
     assert b"".join(chunks).decode("utf-8") == content
 
 
+def test_short_replies_on_a_reused_connection_do_not_wait_for_delayed_acks(
+    server: ServerHandle,
+) -> None:
+    """Each reply is several small writes. With Nagle's algorithm on, the second one waited
+    for the client's delayed ACK of the first: 40 ms on Linux, for every reply after the first
+    on a kept-alive connection. Best of five, so a loaded machine cannot fail it; the bug took
+    40 ms every time."""
+    session = requests.Session()
+    url = server.url + CHAT_PATH
+    body = chat_body("two words")
+    session.post(url, json=body).raise_for_status()  # the connection is open and kept
+    took = []
+    for _ in range(5):
+        began = time.perf_counter()
+        response = session.post(url, json=body)
+        assert response.text == "two words"
+        took.append(time.perf_counter() - began)
+    assert min(took) < 0.02, took
+    assert server.stats.snapshot()["connections"] == 1
+
+
+def test_a_fast_engine_keeps_one_chunk_frame_per_piece() -> None:
+    """Pieces that queue up while a write is under way leave together in the next write, but
+    each keeps its own chunk frame, so the client still sees every piece."""
+    words = [f"w{i} " for i in range(5000)]
+    with start_server() as srv:
+        raw = raw_exchange(srv, raw_chat_request(json.dumps(chat_body("".join(words))).encode()))
+    chunks, terminated = decode_chunked(raw.partition(b"\r\n\r\n")[2])
+    assert terminated
+    assert b"".join(chunks).decode() == "".join(words)
+    assert len(chunks) == len(split_words("".join(words)))
+
+
 def test_http_1_0_client_gets_the_body_framed_by_closing() -> None:
     with start_server() as srv:
         raw = raw_exchange(
