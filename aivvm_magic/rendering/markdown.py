@@ -55,8 +55,10 @@ __all__ = [
     "ALLOWED_TAGS",
     "ALLOWED_URL_SCHEMES",
     "escape_text",
+    "parse_markdown",
     "render_markdown",
     "render_text",
+    "render_tokens",
     "sanitize_html",
 ]
 
@@ -215,6 +217,21 @@ def render_markdown(text: str) -> str:
     Out[1]: '<p><strong>hi</strong> &lt;script&gt;alert(1)&lt;/script&gt;</p>\\n'
     """
     return _CLEANER.clean(_PARSER.render(text))
+
+
+def parse_markdown(text: str) -> tuple[list[Token], dict[str, Any]]:
+    """The token stream of ``text`` and its parse environment, for :func:`render_tokens`."""
+    env: dict[str, Any] = {}
+    return _PARSER.parse(text, env), env
+
+
+def render_tokens(tokens: Sequence[Token], env: dict[str, Any]) -> str:
+    """Sanitised HTML for a run of whole top-level blocks from :func:`parse_markdown`.
+
+    ``render_markdown(text)`` is ``render_tokens(*parse_markdown(text))``; rendering the
+    blocks in slices and joining the results gives the same HTML.
+    """
+    return _CLEANER.clean(_PARSER.renderer.render(tokens, _PARSER.options, env))
 
 
 def escape_text(text: str) -> str:

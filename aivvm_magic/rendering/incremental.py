@@ -1,0 +1,139 @@
+"""Markdown for a reply that is still arriving: only its unfinished last block is re-rendered.
+
+The live view shows the reply up to 20 times a second. Rendering all of it each time costs
+time in proportion to its length, so a long reply would slow down its own stream. But text
+appended to a markdown document can only change its last top-level block (the paragraph, list,
+fence or table still being written): a block that another block already follows is final. So
+once such blocks are seen their HTML is kept, and only the text after them is parsed again.
+
+One construct breaks that rule: a link reference definition (``[x]: /url``) changes links
+anywhere in the document, before it as well. A text that may hold one (it contains ``]:``) is
+rendered whole every time, as before.
+
+:meth:`MarkdownStream.html` gives exactly what ``render_markdown(text)`` gives; the tests check
+that over generated documents cut into random chunks.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+from markdown_it.token import Token
+
+from .markdown import parse_markdown, render_markdown, render_text, render_tokens
+
+#: An unfinished block longer than this is shown as plain text while it streams, and parsed
+#: again only each time it has doubled, so a huge paragraph or code block costs linear time.
+OPEN_LIMIT = 16_000
+
+# markdown-it's own line breaks: the token maps count lines split this way.
+_NEWLINE = re.compile(r"\r\n?|\n")
+# Every link reference definition contains this; so do some texts that have none, which only
+# costs them the whole-text rendering.
+_REFERENCE_MARK = "]:"
+
+
+def _line_offset(text: str, line: int) -> int:
+    """The index in ``text`` where line number ``line`` (from 0) starts."""
+    if line == 0:
+        return 0
+    for number, match in enumerate(_NEWLINE.finditer(text), 1):
+        if number == line:
+            return match.end()
+    return len(text)
+
+
+def _omitted(chars: int) -> str:
+    note = f"… {chars:,} characters above; the whole reply appears when done"
+    return f"<p><em>{html.escape(note)}</em></p>"
+
+
+class MarkdownStream:
+    """Renders one growing text: call :meth:`live` as it grows, then :meth:`html` once.
+
+    Each call must pass the whole text so far, which only ever grows. Not thread-safe: one
+    thread at a time (the display's flusher, then its owner once the flusher has stopped).
+    """
+
+    def __init__(self, open_limit: int = OPEN_LIMIT) -> None:
+        self._open_limit = open_limit
+        #: (source characters, sanitised HTML) of each run of final blocks, in order.
+        self._frozen: list[tuple[int, str]] = []
+        self._frozen_chars = 0
+        self._checked = 0
+        self._whole = False
+        self._parse_at = 0
+
+    @property
+    def frozen_chars(self) -> int:
+        """How much of the text is final and already rendered."""
+        return self._frozen_chars
+
+    def _check_references(self, text: str) -> None:
+        if len(text) < self._checked:
+            raise ValueError("the text of a MarkdownStream can only grow")
+        if not self._whole and _REFERENCE_MARK in text[max(0, self._checked - 1) :]:
+            self._whole = True
+        self._checked = len(text)
+
+    def _advance(self, text: str) -> tuple[list[Token], dict[str, Any]] | None:
+        """Freeze the blocks of ``text`` that are final; the open rest's tokens, if parsed.
+
+        ``None`` when the open rest is long and has not doubled since it was last parsed.
+        """
+        open_text = text[self._frozen_chars :]
+        if len(open_text) > self._open_limit and len(open_text) < self._parse_at:
+            return None
+        tokens, env = parse_markdown(open_text)
+        starts = [i for i, t in enumerate(tokens) if t.level == 0 and t.nesting != -1]
+        if len(starts) >= 2:
+            last = starts[-1]
+            assert tokens[last].map is not None
+            chars = _line_offset(open_text, tokens[last].map[0])
+            self._frozen.append((chars, render_tokens(tokens[:last], env)))
+            self._frozen_chars += chars
+            open_text = open_text[chars:]
+            tokens = tokens[last:]
+        self._parse_at = 2 * len(open_text) if len(open_text) > self._open_limit else 0
+        return tokens, env
+
+    def live(self, text: str, budget: int = 100_000) -> str:
+        """Sanitised HTML to show while ``text`` streams; cheap however long it grows.
+
+        Final blocks are shown as far back as ``budget`` characters of source before the open
+        block, after a note of how much is left out. An open block too long to parse at every
+        update is shown as plain text, its last ``open_limit`` characters only.
+        """
+        self._check_references(text)
+        if self._whole:
+            if len(text) <= budget:
+                return render_markdown(text)
+            return self._plain_tail(text)
+        parsed = self._advance(text)
+        if parsed is None:
+            return self._plain_tail(text)
+        room, skipped = budget, self._frozen_chars
+        shown: list[str] = []
+        for chars, piece in reversed(self._frozen):
+            if chars > room:
+                break
+            shown.append(piece)
+            room -= chars
+            skipped -= chars
+        shown.reverse()
+        note = _omitted(skipped) if skipped else ""
+        return note + "".join(shown) + render_tokens(*parsed)
+
+    def _plain_tail(self, text: str) -> str:
+        tail = text[-self._open_limit :]
+        return _omitted(len(text) - len(tail)) + render_text(tail)
+
+    def html(self, text: str) -> str:
+        """Sanitised HTML of all of ``text``: the same as ``render_markdown(text)``."""
+        self._check_references(text)
+        if self._whole:
+            return render_markdown(text)
+        frozen = "".join(piece for _, piece in self._frozen)
+        return frozen + render_markdown(text[self._frozen_chars :])
