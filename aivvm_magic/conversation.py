@@ -334,7 +334,9 @@ class PendingReply:
             raise TypeError(f"a reply chunk must be a str, not {type_name(chunk)}")
         if chunk:
             self._parts.append(chunk)
-            self.conversation.emit_chunk(chunk)
+            # Every chunk passes here: with nobody listening, not even a call.
+            if self.conversation._listeners:
+                self.conversation.emit_chunk(chunk)
 
     def record(
         self,

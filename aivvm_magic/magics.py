@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -358,7 +359,7 @@ class AivvmMagics(Magics):
             display.start()
         try:
             outcome = runner.run(
-                on_chunk=display.append if stream else None,
+                on_chunk=display.sink if stream else None,
                 on_retry=lambda n, wait, why: display.notice(f"{why}; retry {n} in {wait:.1f} s"),
             )
         except ConversationBusy as exc:
@@ -507,6 +508,9 @@ def unload_ipython_extension(ipython: Any) -> None:
     if magics is None:
         return
     ipython.events.unregister("pre_run_cell", magics._pre_run_cell)
+    display = sys.modules.get("aivvm_magic.rendering.display")
+    if display is not None:
+        display.widget_pool.close()
     registry = ipython.magics_manager.magics
     for kind, names in (("cell", ("aivvm",)), ("line", ("aivvm",))):
         for name in names:

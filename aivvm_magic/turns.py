@@ -63,6 +63,10 @@ def describe_error(exc: BaseException | None) -> str:
     return text.splitlines()[0][:300]
 
 
+def _discard(chunk: str) -> None:
+    pass
+
+
 class TurnRunner:
     """Runs one turn on ``conversation``; ``stop()`` from any thread ends it early.
 
@@ -112,7 +116,8 @@ class TurnRunner:
         back in ``outcome.error``; the caller decides how to show them.
         """
         if not self.record:
-            return self._stream([{"role": "user", "content": self.prompt}], on_chunk, on_retry)
+            messages = [{"role": "user", "content": self.prompt}]
+            return self._stream(messages, None, on_chunk, on_retry)
         with self.conversation.streaming(
             self.prompt, self.source, cell_id=self.cell_id, timeout=self.busy_timeout
         ) as pending:
@@ -125,12 +130,7 @@ class TurnRunner:
                 system=self.settings.system,
             )
 
-            def add(chunk: str) -> None:
-                pending.add(chunk)
-                if on_chunk is not None:
-                    on_chunk(chunk)
-
-            outcome = self._stream(messages, add, on_retry)
+            outcome = self._stream(messages, pending.add, on_chunk, on_retry)
             if outcome.complete or outcome.text:
                 outcome.turn = pending.record(
                     model=self.settings.model,
@@ -144,6 +144,7 @@ class TurnRunner:
     def _stream(
         self,
         messages: list[dict[str, str]],
+        keep: Callable[[str], None] | None,
         on_chunk: Callable[[str], None] | None,
         on_retry: RetryCallback | None,
     ) -> TurnOutcome:
@@ -169,9 +170,11 @@ class TurnRunner:
             if self._stopped.is_set():
                 reply.stop()
             with reply:
+                # The per-chunk path of every reply: two plain calls, no wrappers.
+                keep_chunk, show_chunk = keep or _discard, on_chunk or _discard
                 for chunk in reply:
-                    if on_chunk is not None:
-                        on_chunk(chunk)
+                    keep_chunk(chunk)
+                    show_chunk(chunk)
             outcome.complete = True
         except BaseException as exc:  # noqa: BLE001 - interrupts too: keep what arrived
             outcome.error = exc

@@ -32,6 +32,21 @@ class Execution:
             m for m in self.of_type("comm_msg") if m["content"]["data"].get("method") == "update"
         ]
 
+    def widget_released(self) -> bool:
+        """Whether the live widget was cleared after its view gave way to the static bundle.
+
+        Live widgets are pooled: the one that showed this reply waits, emptied, for the next.
+        """
+        last_display = max(
+            i
+            for i, m in enumerate(self.messages)
+            if m["msg_type"] in ("display_data", "update_display_data")
+        )
+        return any(
+            m["msg_type"] == "comm_msg" and m["content"]["data"].get("state", {}).get("value") == ""
+            for m in self.messages[last_display:]
+        )
+
     def final_bundle(self) -> dict[str, Any]:
         """The data of the last display update (the static bundle a saved notebook keeps)."""
         updates = self.of_type("update_display_data", "display_data")

@@ -827,10 +827,10 @@ def test_every_fault_in_a_kernel_leaves_it_alive_and_the_next_cell_working(kerne
             (error,) = run.of_type("error")
             (line,) = error["content"]["traceback"]
             assert expected_cell_message(case, server.url + "/api/chat") in line, line
-            # A live widget first, then the static bundle; the widget is closed.
+            # A live widget first, then the static bundle; the widget is cleared for reuse.
             assert WIDGET_VIEW in run.of_type("display_data")[0]["content"]["data"]
             bundle = run.final_bundle()
-            assert WIDGET_VIEW not in bundle and run.of_type("comm_close")
+            assert WIDGET_VIEW not in bundle and run.widget_released()
             plain = bundle["text/plain"]
             if case.partial:
                 assert plain.startswith(case.partial) and "[incomplete · " in plain

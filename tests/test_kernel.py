@@ -70,8 +70,15 @@ def test_reply_streams_into_a_widget_then_leaves_a_static_bundle(kernel, slow):
     assert WIDGET_VIEW not in bundle
     assert bundle["text/plain"] == words
     assert words in bundle["text/html"] and "aivvm-status" in bundle["text/html"]
-    # The live widget is closed once the static bundle is in place.
-    assert run.of_type("comm_close")
+    # Once the static bundle is in place the live widget is emptied and kept for the next
+    # reply, which shows in the same widget model instead of opening three new ones.
+    assert run.widget_released()
+    again = kernel.execute(f"%%aivvm --base-url {slow.url}\n{words}")
+    assert again.status == "ok", again.reply
+    assert not again.of_type("comm_open")
+    shown = again.of_type("display_data")[0]["content"]["data"][WIDGET_VIEW]["model_id"]
+    assert shown == first[WIDGET_VIEW]["model_id"]
+    assert again.final_bundle()["text/plain"] == words
 
 
 def test_updates_are_coalesced_for_a_fast_5000_chunk_reply(kernel, fast):

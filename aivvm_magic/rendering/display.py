@@ -1,11 +1,17 @@
 """The live view of a streaming reply in a cell's output, and its static form once done.
 
-Chunks can arrive thousands of times a second. Sending the whole rendered text per chunk costs
-quadratic bytes, and jupyter_server drops iopub messages above 1000 a second, so updates are
-coalesced: ``append`` only stores the chunk, and a small flusher thread pushes at most about 20
-updates a second (fewer when rendering itself gets expensive), plus a final one. When the reply
-ends, the widget is replaced by a static ``text/plain`` + sanitised ``text/html`` bundle, so a
-saved notebook shows the reply anywhere, with or without a kernel or widget state.
+Chunks can arrive tens of thousands of times a second. Sending the whole rendered text per chunk
+costs quadratic bytes, and jupyter_server drops iopub messages above 1000 a second, so updates
+are coalesced: a chunk is only appended to a list (no Python call of ours at all, see
+:attr:`StreamingDisplay.sink`), and a small flusher thread looks at that list at most about 20
+times a second (less often when rendering itself gets expensive) and pushes an update when it
+grew. Markdown is rendered incrementally (:mod:`.incremental`), so an update near the end of a
+long reply costs what one near its start does. When the reply ends, the widget is replaced by a
+static ``text/plain`` + sanitised ``text/html`` bundle, so a saved notebook shows the reply
+anywhere, with or without a kernel or widget state.
+
+The live widgets are pooled: the widget freed when one reply ends shows the next one, so a
+cell does not pay for opening (and closing) three widget models in the frontend.
 """
 
 from __future__ import annotations
@@ -17,19 +23,24 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from .incremental import MarkdownStream
 from .markdown import render_markdown, render_text
 
 #: Shortest gap between two live updates, in seconds (about 20 updates a second).
 MIN_INTERVAL = 0.05
 #: How often the status line ticks while nothing new arrives (elapsed time, waiting dots).
 TICK = 0.5
-
+#: How often the flusher looks for the first chunk: it shows within this long of arriving.
+FIRST_CHUNK_POLL = 0.01
 
 #: Markdown costs about a second per megabyte to render: longer replies are shown as plain
-#: text in the final output, and while streaming only their tail is shown.
+#: text in the final output. While streaming, the live view shows at most about this much of
+#: the reply's end, so each update stays small however long the reply grows.
 MARKDOWN_LIMIT = 1_000_000
 LIVE_MARKDOWN_LIMIT = 100_000
 LIVE_TAIL = 20_000
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def render_reply(text: str, fmt: str) -> str:
@@ -40,8 +51,8 @@ def render_reply(text: str, fmt: str) -> str:
 
 
 def render_live(text: str, fmt: str) -> str:
-    """Safe HTML for the live view: the whole reply, or for a long one its last part only,
-    so each update stays small however long the reply grows."""
+    """Safe HTML for a live view rendered from scratch: the whole reply, or for a long one its
+    last part only. :class:`StreamingDisplay` renders markdown incrementally instead."""
     if len(text) <= LIVE_MARKDOWN_LIMIT:
         return render_reply(text, fmt)
     note = f"… {len(text) - LIVE_TAIL:,} characters above; the whole reply appears when done"
@@ -71,10 +82,60 @@ def _wrap(reply_html: str, status: str, *, warn: bool = False) -> str:
     )
 
 
+class _WidgetPool:
+    """Live HTML widgets waiting for their next reply.
+
+    A widget whose reply ended is cleared (so no saved widget state holds an old reply) and
+    kept; the next reply shows it again in its own cell. Opening a fresh ``HTML`` widget costs
+    three comm models (the widget, its layout, its style) opened now and closed later, each a
+    message to the frontend and back.
+    """
+
+    def __init__(self) -> None:
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> Any:
+        """An open live widget, reused if one is idle."""
+        with self._lock:
+            while self._idle:
+                widget = self._idle.pop()
+                if widget.comm is not None:  # not closed meanwhile (Widget.close_all, say)
+                    return widget
+        import ipywidgets as widgets
+
+        widget = widgets.HTML()
+        widget.add_class("aivvm-stream")
+        return widget
+
+    def give_back(self, widget: Any) -> None:
+        """Clear ``widget``, whose view is gone, and keep it for the next reply."""
+        if widget.comm is None:
+            return
+        widget.value = ""
+        with self._lock:
+            self._idle.append(widget)
+
+    def close(self) -> None:
+        """Close the idle widgets (when the extension is unloaded)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for widget in idle:
+            for model in (widget, widget.layout, widget.style):
+                model.close()
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+
+#: The live widgets of this kernel, shared by every ``StreamingDisplay``.
+widget_pool = _WidgetPool()
+
+
 class StreamingDisplay:
     """Shows a reply as it streams: an updating widget in a kernel, plain prints elsewhere.
 
-    Use ``start()``, then ``append(chunk)`` per chunk (cheap: no rendering on this path), then
+    Use ``start()``, then ``sink(chunk)`` (or ``append(chunk)``) per chunk, then
     ``finish(...)`` exactly once. ``notice(text)`` shows a transient note (a retry, say).
     """
 
@@ -98,12 +159,10 @@ class StreamingDisplay:
         self._min_interval = min_interval
         self._clock = clock
         self._parts: list[str] = []
-        self._chars = 0
-        self._text_cache = ""
         self._notice = ""
         self._started = clock()
-        self._first_chunk: float | None = None
-        self._dirty = threading.Event()
+        self._markdown = MarkdownStream() if fmt != "text" else None
+        self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._handle: Any = None
@@ -116,28 +175,33 @@ class StreamingDisplay:
         self._started = self._clock()
         if self.mode != "widget":
             return
-        import ipywidgets as widgets
         from IPython.display import display
 
         # One HTML widget for reply and status: one comm message per update, not two.
-        self._widget = widgets.HTML(value=self._live_html("", "waiting…"))
-        self._widget.add_class("aivvm-stream")
-        self._handle = display(self._widget, display_id=True)
+        self._widget = widget_pool.take()
+        self._widget.value = self._live_html("", "waiting…", 0)
+        # The bundle is built here rather than by the widget's own repr, which would format
+        # every trait; the plain text is what a frontend without widgets shows meanwhile.
+        view = {"version_major": 2, "version_minor": 0, "model_id": self._widget.model_id}
+        bundle = {"text/plain": "aivvm: reply streaming…", WIDGET_VIEW: view}
+        self._handle = display(bundle, raw=True, display_id=True)
         self._thread = threading.Thread(target=self._flusher, name="aivvm-display", daemon=True)
         self._thread.start()
 
+    @property
+    def sink(self) -> Callable[[str], None]:
+        """The cheapest callable that takes the next chunk.
+
+        With the widget it is the ``append`` of the list the flusher reads, so a fast stream
+        of small chunks pays nothing of ours per chunk; in a terminal it prints the chunk.
+        """
+        return self._parts.append if self.mode == "widget" else self.append
+
     def append(self, chunk: str) -> None:
         """Add a chunk of the reply; shown by the next coalesced update."""
-        if self._first_chunk is None:
-            self._first_chunk = self._clock()
         # Only this thread appends; list.append is atomic, and the flusher reads a copy.
         self._parts.append(chunk)
-        self._chars += len(chunk)
-        if self.mode == "widget":
-            # Setting an Event takes its lock and wakes waiters: only do it when it is clear.
-            if not self._dirty.is_set():
-                self._dirty.set()
-        else:
+        if self.mode != "widget":
             self._stream.write(chunk)
             self._stream.flush()
 
@@ -145,7 +209,7 @@ class StreamingDisplay:
         """Show ``text`` in the status line until the next chunk arrives."""
         self._notice = text
         if self.mode == "widget":
-            self._dirty.set()
+            self._wake.set()
         else:
             self._stream.write(f"[{text}]\n")
             self._stream.flush()
@@ -163,9 +227,14 @@ class StreamingDisplay:
         ``complete=False`` marks the reply as partial; ``note`` says why (shown in the status).
         """
         self._stopped.set()
-        self._dirty.set()
+        self._wake.set()
+        stuck = False
         if self._thread is not None:
             self._thread.join(timeout=5)
+            # Still rendering a huge reply: leave it its own renderer and widget.
+            stuck = self._thread.is_alive()
+            if stuck:
+                self._markdown = None
         text = self.text
         elapsed = self._clock() - self._started
         state = "" if complete else ("incomplete" if text else "failed")
@@ -189,57 +258,76 @@ class StreamingDisplay:
         # A reply too long for markdown is shown by the frontend's own plain-text renderer;
         # an HTML copy would only double the size of the notebook.
         if len(text) <= MARKDOWN_LIMIT:
-            bundle["text/html"] = self._final_html(text, status, complete)
+            bundle["text/html"] = _wrap(self._reply_html(text), status, warn=not complete)
         elif complete:
             bundle["text/plain"] = f"{text}\n[{status}]"
         self._handle.update(bundle, raw=True)
         self.updates += 1
-        # The live widget is no longer shown; closing it frees its comm in the kernel and
-        # in the frontend, so a long session does not pile up dead widget models.
-        # Its layout and style are widget models of their own: close them too.
-        for model in (self._widget, self._widget.layout, self._widget.style):
-            model.close()
+        # The live widget is no longer shown anywhere: it waits, cleared, for the next reply.
+        if stuck:
+            for model in (self._widget, self._widget.layout, self._widget.style):
+                model.close()
+        else:
+            widget_pool.give_back(self._widget)
 
-    def _final_html(self, text: str, status: str, complete: bool) -> str:
-        return _wrap(render_reply(text, self.fmt), status, warn=not complete)
+    def _reply_html(self, text: str) -> str:
+        if self._markdown is not None and len(text) <= MARKDOWN_LIMIT:
+            # The blocks already rendered while streaming are reused.
+            return self._markdown.html(text)
+        return render_reply(text, self.fmt)
 
     # -- the flusher thread -------------------------------------------------------------
 
-    def _live_html(self, reply_html: str, state: str) -> str:
+    def _live_html(self, reply_html: str, state: str, chars: int) -> str:
         elapsed = self._clock() - self._started
         line = format_status(
             model=self.model,
             target=self.target,
             elapsed=elapsed,
-            chars=self._chars,
+            chars=chars,
             state=state,
             note=self._notice,
         )
         return _wrap(reply_html, line)
 
+    def _render_live(self, text: str) -> str:
+        if self._markdown is not None and len(text) <= MARKDOWN_LIMIT:
+            return self._markdown.live(text, budget=LIVE_MARKDOWN_LIMIT)
+        return render_live(text, self.fmt)
+
     def _flusher(self) -> None:
+        # The flusher polls the list of chunks instead of being told of each one: telling it
+        # would cost every chunk a call and a lock, and a reply can bring tens of thousands.
         reply_html = ""
-        shown_chars = 0
+        shown = 0
+        chars = 0
+        notice = ""
+        last_update = self._clock()
         while not self._stopped.is_set():
+            count = len(self._parts)
+            now = self._clock()
             # While waiting for the first chunk (or showing a notice) the status line ticks;
             # once text flows, only new text causes an update.
-            ticking = self._first_chunk is None or bool(self._notice)
-            if not self._dirty.wait(TICK) and not ticking:
+            ticking = (count == 0 or self._notice) and now - last_update >= TICK
+            if count == shown and self._notice == notice and not ticking:
+                self._wake.wait(FIRST_CHUNK_POLL if count == 0 else self._min_interval)
+                self._wake.clear()
                 continue
-            if self._stopped.is_set():
-                break
-            self._dirty.clear()
-            began = self._clock()
+            began = now
             try:
-                if self._chars != shown_chars:
-                    shown_chars = self._chars
-                    reply_html = render_live(self.text, self.fmt)
+                if count != shown:
+                    shown = count
+                    text = "".join(self._parts[:count])
+                    chars = len(text)
+                    reply_html = self._render_live(text)
                     self._notice = ""
-                state = "waiting…" if self._first_chunk is None else "streaming…"
-                self._widget.value = self._live_html(reply_html, state)
+                notice = self._notice
+                state = "waiting…" if count == 0 else "streaming…"
+                self._widget.value = self._live_html(reply_html, state, chars)
             except Exception:  # noqa: BLE001 - a closed comm must not break the stream
                 break
             self.updates += 1
-            cost = self._clock() - began
+            last_update = self._clock()
+            cost = last_update - began
             # Keep rendering to a fraction of the time, however long the reply grows.
             self._stopped.wait(max(self._min_interval, 3 * cost))
