@@ -20,6 +20,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -62,41 +63,72 @@ def measure(kernel: Kernel, label: str, body: str, reply_chars: int) -> dict[str
         raise RuntimeError(f"{label}: {run.reply['content']}")
     line = [ln for ln in run.stdout().splitlines() if ln.startswith("TIMES")][-1]
     wall, cpu = (float(x) for x in line.split()[1:])
-    updates = run.widget_updates()
-    total_bytes = sum(len(json.dumps(m["content"])) for m in run.messages)
+    stamps = display_updates(run)
+    total_bytes = sum(len(json.dumps(m["content"], default=str)) for m in run.messages)
     return {
         "label": label,
         "wall": wall,
         "cpu": cpu,
         "messages": len(run.messages),
-        "updates": len(updates),
+        "updates": len(stamps),
         "bytes": total_bytes,
-        "per_s": len(updates) / wall if wall else 0.0,
+        "per_s": busiest_second(stamps),
         "reply_chars": reply_chars,
     }
 
 
-def table(title: str, rows: list[dict[str, object]]) -> list[str]:
+def display_updates(run: Any) -> list[float]:
+    """When each change the user could see was sent: a widget value set while its view is
+    shown, or a display message. Clearing the pooled widget after its view gave way to the
+    static bundle changes nothing on screen and is not counted."""
+    messages = run.messages
+    kinds = ("display_data", "update_display_data")
+    shown = [i for i, m in enumerate(messages) if m["msg_type"] in kinds]
+    last = shown[-1] if shown else len(messages)
+    stamps = []
+    for i, m in enumerate(messages):
+        visible = i in shown or (
+            i < last
+            and m["msg_type"] == "comm_msg"
+            and "value" in m["content"]["data"].get("state", {})
+        )
+        if visible:
+            stamps.append(m["header"]["date"].timestamp())
+    return stamps
+
+
+def busiest_second(stamps: list[float]) -> int:
+    """The most updates sent within any one second: the rate a frontend has to take."""
+    stamps = sorted(stamps)
+    best, start = 0, 0
+    for end, stamp in enumerate(stamps):
+        while stamp - stamps[start] >= 1.0:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def table(title: str, rows: list[dict[str, object]], targets: bool = True) -> list[str]:
     base = rows[0]["wall"]
     out = [
         f"### {title}\n",
-        "| cell | wall s | vs provider | kernel CPU s | iopub msgs | widget updates "
-        "| updates/s | iopub MB | bytes / (reply × updates) | targets |",
+        "| cell | wall s | vs provider | kernel CPU s | iopub msgs | display updates "
+        "| most in any 1 s | iopub MB | bytes / (reply × updates) | targets |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
         factor = r["bytes"] / (r["reply_chars"] * max(1, r["updates"]))
         verdict = ""
-        if str(r["label"]).startswith("%%aivvm"):
+        if str(r["label"]).startswith("%%aivvm") and targets:
             checks = [
-                ("≤ 25 updates/s", r["per_s"] <= 25),
+                ("≤ 25 updates in any 1 s", r["per_s"] <= 25),
                 ("wall ≤ 1.10", r["wall"] / base <= 1.10),
                 ("bytes factor ≤ 3", factor <= 3),
             ]
             verdict = "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in checks)
         out.append(
             f"| {r['label']} | {r['wall']:.2f} | {r['wall'] / base:.2f} | {r['cpu']:.2f} | "
-            f"{r['messages']:,} | {r['updates']:,} | {r['per_s']:.1f} | "
+            f"{r['messages']:,} | {r['updates']:,} | {r['per_s']} | "
             f"{r['bytes'] / 1e6:.1f} | {factor:.2f} | {verdict} |"
         )
     return out
@@ -148,8 +180,10 @@ def main(argv: list[str] | None = None) -> str:
             lines += table(f"{args.chunks:,} chunks, as fast as possible", rows)
             naive_rows = scenario(kernel, fast.url, args.naive_chunks, naive=True, repeat=1)
             lines += [""] + table(
-                f"{args.naive_chunks:,} chunks, as fast as possible, with the naive display",
+                f"{args.naive_chunks:,} chunks, as fast as possible, with the naive display "
+                "(a comparison: at 20,000 chunks the naive display would send gigabytes)",
                 naive_rows,
+                targets=False,
             )
         with start_server(engine="echo", delay=1.0 / args.rate) as paced:
             rows = scenario(kernel, paced.url, args.rate_chunks, naive=True, repeat=args.repeat)

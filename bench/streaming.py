@@ -25,6 +25,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from aivvm_magic.providers import Aivvm  # noqa: E402
 
@@ -119,6 +120,19 @@ def throughput(reader: Callable[[str, str], Iterator[bytes | str]], base: str, s
     return size / elapsed / 1e6
 
 
+def decode_ceiling(size: int) -> float:
+    """MB/s of UTF-8 decoding alone, in memory, of the same text in the server's pieces: no
+    reader that hands out ``str`` can go faster than this, whatever its socket does."""
+    from chunkserver import BULK_PIECE
+
+    pieces = [BULK_PIECE] * (size // len(BULK_PIECE))
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    started = time.perf_counter()
+    for piece in pieces:
+        decoder.decode(piece)
+    return len(BULK_PIECE) * len(pieces) / (time.perf_counter() - started) / 1e6
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -158,6 +172,7 @@ def main(argv: list[str] | None = None) -> str:
         rates = {}
         for name, reader in READERS.items():
             rates[name] = statistics.median(throughput(reader, base, size) for _ in range(3))
+        ceiling = statistics.median(decode_ceiling(size) for _ in range(3))
         for name, rate in rates.items():
             ratio, text_ratio = (
                 rate / rates["raw socket"],
@@ -170,6 +185,14 @@ def main(argv: list[str] | None = None) -> str:
                     f"vs text: {'met' if text_ratio >= 0.8 else 'MISSED'}"
                 )
             lines.append(f"| {name} | {rate:,.0f} | {ratio:.2f} | {text_ratio:.2f} | {verdict} |")
+        lines.append(
+            f"| UTF-8 decode alone, in memory (no socket): the ceiling of any `str` reader "
+            f"| {ceiling:,.0f} | {ceiling / rates['raw socket']:.2f} "
+            f"| {ceiling / rates['raw socket + UTF-8 decode']:.2f} | |"
+        )
+        lines.append(
+            f"\nThe provider runs at {rates['Aivvm provider'] / ceiling:.2f} of that ceiling."
+        )
     finally:
         proc.terminate()
         proc.wait()
