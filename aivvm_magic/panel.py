@@ -37,7 +37,15 @@ from .conversation import Conversation, ConversationBusy, ConversationEvent, Pen
 from .magics import AivvmMagics, magics_for
 from .protocol import models as builtin_models
 from .providers import get_provider
-from .rendering.display import MIN_INTERVAL, TICK, format_status, render_reply
+from .rendering.display import (
+    LIVE_MARKDOWN_LIMIT,
+    MARKDOWN_LIMIT,
+    MIN_INTERVAL,
+    TICK,
+    format_status,
+    render_reply,
+)
+from .rendering.incremental import MarkdownStream
 from .rendering.markdown import render_text
 from .turns import TurnOutcome, TurnRunner, TurnSettings, describe_error
 
@@ -185,6 +193,7 @@ class ChatPanel(widgets.VBox):
         # Serialises everything that renders or changes what is shown, across the shell
         # thread, workers and the flusher; never held while waiting for a reply.
         self._render_lock = threading.RLock()
+        self._live_markdown: tuple[PendingReply | None, MarkdownStream] = (None, MarkdownStream())
         self._turn_cache: dict[int, tuple[Turn, str]] = {}
         self._history_html = ""
         self._live: PendingReply | None = None
@@ -472,7 +481,13 @@ class ChatPanel(widgets.VBox):
             # Recorded a moment ago; its turn_finished event is on its way.
             return "", 0
         text = _text_so_far(pending)
-        body = render_reply(text, self.fmt)
+        if self.fmt == "text" or len(text) > MARKDOWN_LIMIT:
+            body = render_reply(text, self.fmt)
+        else:
+            # Called under the render lock; one renderer per reply, reused as it grows.
+            if self._live_markdown[0] is not pending:
+                self._live_markdown = (pending, MarkdownStream())
+            body = self._live_markdown[1].live(text, budget=LIVE_MARKDOWN_LIMIT)
         state = "streaming…" if text else "waiting for the reply…"
         html_text = self._exchange_html(pending.prompt, pending.source, body, mark=state, live=True)
         return html_text, len(text)

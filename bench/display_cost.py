@@ -84,7 +84,8 @@ def display_updates(run: Any) -> list[float]:
     messages = run.messages
     kinds = ("display_data", "update_display_data")
     shown = [i for i, m in enumerate(messages) if m["msg_type"] in kinds]
-    last = shown[-1] if shown else len(messages)
+    replaced = [i for i in shown if messages[i]["msg_type"] == "update_display_data"]
+    last = replaced[-1] if replaced else len(messages)
     stamps = []
     for i, m in enumerate(messages):
         visible = i in shown or (

@@ -180,8 +180,10 @@ def main(argv: list[str] | None = None) -> str:
             )
             verdict = ""
             if name == "Aivvm provider":
+                reach = ceiling / rates["raw socket"]
+                bytes_verdict = "met" if ratio >= 0.8 else f"MISSED (decoding alone: {reach:.2f})"
                 verdict = (
-                    f"vs bytes: {'met' if ratio >= 0.8 else 'MISSED'}; "
+                    f"vs bytes: {bytes_verdict}; "
                     f"vs text: {'met' if text_ratio >= 0.8 else 'MISSED'}"
                 )
             lines.append(f"| {name} | {rate:,.0f} | {ratio:.2f} | {text_ratio:.2f} | {verdict} |")
@@ -190,8 +192,13 @@ def main(argv: list[str] | None = None) -> str:
             f"| {ceiling:,.0f} | {ceiling / rates['raw socket']:.2f} "
             f"| {ceiling / rates['raw socket + UTF-8 decode']:.2f} | |"
         )
+        # One thread that reads and then decodes can do no better than both costs in a row.
+        serial = 1 / (1 / rates["raw socket"] + 1 / ceiling)
         lines.append(
-            f"\nThe provider runs at {rates['Aivvm provider'] / ceiling:.2f} of that ceiling."
+            f"\nA reader that hands out text must read and decode; doing both one after the "
+            f"other at the best rates above gives at most {serial:,.0f} MB/s "
+            f"({serial / rates['raw socket']:.2f} of the raw socket). The provider reaches "
+            f"{rates['Aivvm provider'] / serial:.2f} of that."
         )
     finally:
         proc.terminate()
