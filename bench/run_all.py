@@ -41,11 +41,10 @@ NOTES = """\
 
 - Throughput: the target (0.8 of the raw socket) cannot be met by any reader that hands out
   `str`. The raw socket row hands out bytes. Decoding this multi-byte text with CPython's own
-  UTF-8 decoder, alone and in memory with no socket at all (the "decode alone" row), runs at
-  about a third of the raw socket's rate, so no text reader here can reach 0.8 of it. The
-  provider meets 0.8 of "raw socket + UTF-8 decode", a raw reader doing the same job, and the
-  line under the table compares it with the best any single reader could do (reading, then
-  decoding, at the best rates measured).
+  UTF-8 decoder, alone and in memory, with no socket at all and the bytes always in cache
+  (the "decode alone" row), runs at about half the raw socket's rate at best: that is the
+  ceiling of any text reader here, below 0.8. The provider meets 0.8 of "raw socket + UTF-8
+  decode", a raw reader doing the same job.
 - Display cost: "display updates" counts what a user could see change (widget values while
   the widget is shown, and the display messages); "most in any 1 s" is the rate limit a
   frontend meets, counted over a sliding second, so a reply that lasts a tenth of a second

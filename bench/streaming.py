@@ -121,8 +121,12 @@ def throughput(reader: Callable[[str, str], Iterator[bytes | str]], base: str, s
 
 
 def decode_ceiling(size: int) -> float:
-    """MB/s of UTF-8 decoding alone, in memory, of the same text in the server's pieces: no
-    reader that hands out ``str`` can go faster than this, whatever its socket does."""
+    """MB/s of UTF-8 decoding alone, in memory, of the same text in the server's pieces.
+
+    No reader that hands out ``str`` can go faster than this, whatever its socket does. It is
+    a generous bound: no socket, no framing, and one piece decoded over and over, so the bytes
+    are always in the CPU's cache.
+    """
     from chunkserver import BULK_PIECE
 
     pieces = [BULK_PIECE] * (size // len(BULK_PIECE))
@@ -172,7 +176,8 @@ def main(argv: list[str] | None = None) -> str:
         rates = {}
         for name, reader in READERS.items():
             rates[name] = statistics.median(throughput(reader, base, size) for _ in range(3))
-        ceiling = statistics.median(decode_ceiling(size) for _ in range(3))
+        # The best of three, to keep the bound generous.
+        ceiling = max(decode_ceiling(size) for _ in range(3))
         for name, rate in rates.items():
             ratio, text_ratio = (
                 rate / rates["raw socket"],
@@ -181,24 +186,18 @@ def main(argv: list[str] | None = None) -> str:
             verdict = ""
             if name == "Aivvm provider":
                 reach = ceiling / rates["raw socket"]
-                bytes_verdict = "met" if ratio >= 0.8 else f"MISSED (decoding alone: {reach:.2f})"
+                bytes_verdict = (
+                    "met" if ratio >= 0.8 else f"MISSED (out of reach: decoding alone {reach:.2f})"
+                )
                 verdict = (
                     f"vs bytes: {bytes_verdict}; "
                     f"vs text: {'met' if text_ratio >= 0.8 else 'MISSED'}"
                 )
             lines.append(f"| {name} | {rate:,.0f} | {ratio:.2f} | {text_ratio:.2f} | {verdict} |")
         lines.append(
-            f"| UTF-8 decode alone, in memory (no socket): the ceiling of any `str` reader "
-            f"| {ceiling:,.0f} | {ceiling / rates['raw socket']:.2f} "
+            f"| UTF-8 decode alone, in memory, no socket (best of 3): the ceiling of any "
+            f"`str` reader | {ceiling:,.0f} | {ceiling / rates['raw socket']:.2f} "
             f"| {ceiling / rates['raw socket + UTF-8 decode']:.2f} | |"
-        )
-        # One thread that reads and then decodes can do no better than both costs in a row.
-        serial = 1 / (1 / rates["raw socket"] + 1 / ceiling)
-        lines.append(
-            f"\nA reader that hands out text must read and decode; doing both one after the "
-            f"other at the best rates above gives at most {serial:,.0f} MB/s "
-            f"({serial / rates['raw socket']:.2f} of the raw socket). The provider reaches "
-            f"{rates['Aivvm provider'] / serial:.2f} of that."
         )
     finally:
         proc.terminate()
