@@ -127,10 +127,32 @@ def test_an_openai_client_may_ask_for_a_shorter_reply(server):
     }
     answer = requests.post(f"{server.url}/v1/chat/completions", json=body, timeout=60)
     assert answer.status_code == 200
-    assert answer.json()["choices"][0]["message"]["content"].strip()
+    (choice,) = answer.json()["choices"]
+    assert choice["message"]["content"].strip()
+    # The client is told the reply was cut at its budget, not finished.
+    assert choice["finish_reason"] == "length"
     run = server.engine.runs[-1]
     assert (run.model_id, run.max_tokens, run.outcome) == ("smollm2", 3, "length")
     assert run.tokens <= 3
+
+
+def test_stop_sequences_end_the_local_models_reply(server):
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Count from 1 to 20, separated by commas."}],
+        "max_tokens": 60,
+        "temperature": 0,
+    }
+    url = f"{server.url}/v1/chat/completions"
+    whole = requests.post(url, json=body, timeout=60).json()["choices"][0]
+    text = whole["message"]["content"]
+    # Temperature 0 writes the same reply again; a stop sequence it contains cuts it there.
+    stop = next(s for s in ("\n", ",", " ") if s in text.strip())
+    expected = text[: text.index(stop, len(text) - len(text.lstrip()))]
+    assert expected.strip(), text
+    stopped = requests.post(url, json={**body, "stop": [stop]}, timeout=60).json()["choices"][0]
+    assert stopped["message"]["content"] == expected
+    assert stopped["finish_reason"] == "stop"
 
 
 # -- the GGUF chat template -------------------------------------------------------------------

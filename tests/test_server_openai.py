@@ -60,7 +60,7 @@ def sse_data(text: str) -> list[str]:
     return data
 
 
-def stream_text(data: list[str]) -> str:
+def stream_text(data: list[str], finish: str = "stop") -> str:
     """The reply carried by a complete event stream, checking every chunk's shape."""
     assert data[-1] == "[DONE]"
     chunks = [json.loads(item) for item in data[:-1]]
@@ -72,7 +72,7 @@ def stream_text(data: list[str]) -> str:
         assert [choice["index"] for choice in chunk["choices"]] == [0]
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     last = chunks[-1]["choices"][0]
-    assert last["delta"] == {} and last["finish_reason"] == "stop"
+    assert last["delta"] == {} and last["finish_reason"] == finish
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
     return "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
 
@@ -222,6 +222,57 @@ def test_each_engine_piece_is_one_event_in_one_chunk(server: ServerHandle) -> No
     assert sse_data(events[-1])[-1] == "[DONE]"
 
 
+def finish_reasons(data: list[str]) -> list[str | None]:
+    return [json.loads(item)["choices"][0]["finish_reason"] for item in data[:-1]]
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_a_reply_cut_at_the_token_budget_says_length(server: ServerHandle, field: str) -> None:
+    content = "one two three four five"
+    whole = post_completion(server.url, completion_body(content, **{field: 3})).json()
+    (choice,) = whole["choices"]
+    assert choice["message"]["content"] == "one two three "
+    assert choice["finish_reason"] == "length"
+    assert whole["usage"]["completion_tokens"] == 3
+    streamed = post_completion(server.url, completion_body(content, stream=True, **{field: 3}))
+    data = sse_data(streamed.text)
+    assert stream_text(data, finish="length") == "one two three "
+
+
+def test_a_reply_within_its_token_budget_says_stop(server: ServerHandle) -> None:
+    content = "one two three"
+    choice = post_completion(server.url, completion_body(content, max_tokens=3)).json()
+    assert choice["choices"][0]["finish_reason"] == "stop"
+    data = sse_data(post_completion(server.url, completion_body(content, stream=True)).text)
+    assert finish_reasons(data) == [None] * (len(data) - 2) + ["stop"]
+
+
+@pytest.mark.parametrize(
+    ("stop", "expected"),
+    [
+        ("three", "one two "),
+        (["five", "tw"], "one "),
+        (["", "absent"], "one two three four"),
+        ("one", ""),
+    ],
+)
+def test_stop_sequences_end_the_reply_before_them(
+    server: ServerHandle, stop: str | list[str], expected: str
+) -> None:
+    content = "one two three four"
+    whole = post_completion(server.url, completion_body(content, stop=stop)).json()
+    assert whole["choices"][0]["message"]["content"] == expected
+    assert whole["choices"][0]["finish_reason"] == "stop"
+    body = completion_body(content, stop=stop, stream=True)
+    assert stream_text(sse_data(post_completion(server.url, body).text)) == expected
+
+
+def test_more_than_four_stop_sequences_are_refused(server: ServerHandle) -> None:
+    response = post_completion(server.url, completion_body(stop=list("abcde")))
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "stop"
+
+
 def test_events_arrive_while_the_reply_is_generated() -> None:
     words, delay = 8, 0.1
     content = " ".join(f"w{i}" for i in range(words))
@@ -298,6 +349,7 @@ def test_system_message_becomes_the_prompt(server: ServerHandle) -> None:
         "prompt": "You are terse.\n\nAnswer in French.",
         "temperature": DEFAULT_TEMPERATURE,
         "max_tokens": None,
+        "stop": (),
     }
 
 
@@ -364,6 +416,7 @@ def test_parse_maps_content_parts_and_options() -> None:
     assert request.chat.temperature == DEFAULT_TEMPERATURE
     # The newer name wins; usage chunks exist only in streams.
     assert request.chat.max_tokens == 20
+    assert request.chat.stop == ("\n",)
     assert request.stream is False and request.include_usage is False
 
 

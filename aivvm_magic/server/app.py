@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from ..protocol import CHAT_FIELDS, CHAT_PATH, MODELS_PATH, models
 from . import openai_routes
-from .engines import ChatRequest, Engine
+from .engines import FINISH_REASONS, ChatRequest, Engine
 
 __all__ = [
     "HEALTH_PATH",
@@ -309,11 +309,32 @@ class ReplyFraming(Protocol):
     def piece(self, text: str) -> str:
         """The text that carries one piece of the reply."""
 
-    def closing(self) -> str:
-        """Text sent after the last piece."""
+    def closing(self, finish_reason: str = "stop") -> str:
+        """Text sent after the last piece; ``finish_reason`` is how the engine ended."""
 
     def failure(self) -> str | None:
         """Text sent when the engine fails mid-reply; None to cut the body short instead."""
+
+
+class _EnginePieces:
+    """An engine's pieces, one ``next()`` at a time, and the finish reason it returned.
+
+    An engine's ``generate`` may end with ``return "length"`` when it stopped at its token
+    budget; anything else counts as ``"stop"``.
+    """
+
+    def __init__(self, generator: Iterator[str]) -> None:
+        self._generator = generator
+        self.finish_reason = "stop"
+
+    def next(self) -> str | None:
+        """The next piece, or None at the end."""
+        try:
+            return next(self._generator)
+        except StopIteration as done:
+            if done.value in FINISH_REASONS:
+                self.finish_reason = done.value
+            return None
 
 
 class _PlainText:
@@ -327,7 +348,7 @@ class _PlainText:
     def piece(self, text: str) -> str:
         return text
 
-    def closing(self) -> str:
+    def closing(self, finish_reason: str = "stop") -> str:
         return ""
 
     def failure(self) -> None:
@@ -352,8 +373,9 @@ class _Reply(ABC):
         """One non-empty piece; raises OSError when the client has gone away."""
 
     @abstractmethod
-    def end(self) -> None:
-        """The engine finished: complete the answer."""
+    def end(self, finish_reason: str = "stop") -> None:
+        """The engine finished (``stop``, or ``length`` at its token budget): complete the
+        answer."""
 
     @abstractmethod
     def fail(self) -> None:
@@ -447,8 +469,8 @@ class _StreamedReply(_Reply):
     def piece(self, text: str) -> None:
         self._write(self.framing.piece(text))
 
-    def end(self) -> None:
-        self._write(self.framing.closing())
+    def end(self, finish_reason: str = "stop") -> None:
+        self._write(self.framing.closing(finish_reason))
         self._terminate()
 
     def fail(self) -> None:
@@ -506,8 +528,8 @@ class _GatheredReply(_Reply):
             raise ConnectionAbortedError("the client closed the connection")
         self.writer.add(text)
 
-    def end(self) -> None:
-        self.handler._send_json(self.writer.whole())
+    def end(self, finish_reason: str = "stop") -> None:
+        self.handler._send_json(self.writer.whole(finish_reason))
 
     def fail(self) -> None:
         self.refuse()  # Nothing was sent yet, so the failure can still be a plain 500.
@@ -762,7 +784,8 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
         # (a model that will not load, say) is a plain 500 the client can report.
         try:
             generator = iter(self.server.engine.generate(request))
-            first = next(generator, None)
+            pieces = _EnginePieces(generator)
+            first = pieces.next()
         except Exception as error:
             self._engine_failed(error)
             stats.increment("failed")
@@ -770,7 +793,7 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
             return
         try:
             stats.increment("started")
-            outcome = self._pump(first, generator, reply)
+            outcome = self._pump(first, pieces, reply)
             stats.increment(outcome)
             if outcome != "completed":
                 # The client cannot tell where this reply ends, so the connection is over.
@@ -781,7 +804,7 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
                 close()
             reply.release()
 
-    def _pump(self, first: str | None, generator: Any, reply: _Reply) -> str:
+    def _pump(self, first: str | None, pieces: _EnginePieces, reply: _Reply) -> str:
         """Move pieces to ``reply``; return the stats counter that names how the reply ended."""
         try:
             reply.begin()
@@ -792,7 +815,7 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
                 if chunk:
                     reply.piece(chunk)
                 try:
-                    chunk = next(generator, None)
+                    chunk = pieces.next()
                 except Exception as error:
                     self._engine_failed(error)
                     try:
@@ -800,7 +823,7 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
                     except OSError:
                         pass  # The client left too; the engine's failure is what happened.
                     return "failed"
-            reply.end()
+            reply.end(pieces.finish_reason)
             return "completed"
         except OSError:
             # BrokenPipeError, ConnectionResetError and friends: the reader is gone (or the

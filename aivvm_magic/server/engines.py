@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,8 +45,10 @@ class ChatRequest:
     prompt: str
     temperature: float
     #: The most tokens the client wants in the reply; None when it did not say (``/api/chat``
-    #: has no such field). Engines that have no token budget ignore it.
+    #: has no such field). The echo engine counts a word as a token.
     max_tokens: int | None = None
+    #: Texts that end the reply where they would first appear, without them (``/v1`` only).
+    stop: tuple[str, ...] = ()
 
     def last_user_message(self) -> str | None:
         """The content of the last message whose role is ``user``, or None if there is none."""
@@ -54,6 +56,10 @@ class ChatRequest:
             if message["role"] == "user":
                 return message["content"]
         return None
+
+
+#: How a reply can end, as the ``/v1`` route's ``finish_reason`` says it.
+FINISH_REASONS = ("stop", "length")
 
 
 class Engine(ABC):
@@ -76,7 +82,12 @@ class Engine(ABC):
 
     @abstractmethod
     def generate(self, request: ChatRequest) -> Iterator[str]:
-        """Yield the reply to ``request`` as text chunks, in order."""
+        """Yield the reply to ``request`` as text chunks, in order.
+
+        A generator may ``return "length"`` when it stopped at the token budget
+        (``max_tokens``) rather than at the reply's natural end; the ``/v1`` route reports it
+        as the ``finish_reason``. Anything else it returns counts as ``"stop"``.
+        """
 
     def close(self) -> None:  # noqa: B027 - an optional hook; most engines hold nothing
         """Release what the engine holds (a loaded model, say); the default holds nothing."""
@@ -118,15 +129,27 @@ class EchoEngine(Engine):
         """Says plainly that no model is involved."""
         return "echo engine (repeats your last message)"
 
-    def generate(self, request: ChatRequest) -> Iterator[str]:
-        """Yield the last user message in word-sized pieces, ``delay`` seconds apart."""
+    def generate(self, request: ChatRequest) -> Generator[str, None, str]:
+        """Yield the last user message in word-sized pieces, ``delay`` seconds apart.
+
+        The echo ends before the first of ``request.stop`` it contains, and after
+        ``request.max_tokens`` pieces (returning ``"length"``).
+        """
         text = request.last_user_message() or ""
-        for index, piece in enumerate(split_words(text)):
+        cut = min((i for i in (text.find(s) for s in request.stop if s) if i >= 0), default=-1)
+        if cut >= 0:
+            text = text[:cut]
+        pieces = split_words(text)
+        budget = request.max_tokens
+        for index, piece in enumerate(pieces):
+            if budget is not None and index == budget:
+                return "length"
             # Sleeping before a piece rather than after it means a closed generator (closing
             # happens at a yield) never sleeps again, and the first piece goes out at once.
             if index and self.delay:
                 time.sleep(self.delay)
             yield piece
+        return "stop"
 
     def __repr__(self) -> str:
         return f"EchoEngine(delay={self.delay!r})"

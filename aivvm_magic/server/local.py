@@ -47,7 +47,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -363,8 +363,9 @@ class LocalEngine(Engine):
 
     # -- generation -------------------------------------------------------------------------
 
-    def generate(self, request: ChatRequest) -> Iterator[str]:
-        """Stream the model's reply to ``request``, one token's text at a time.
+    def generate(self, request: ChatRequest) -> Generator[str, None, str]:
+        """Stream the model's reply to ``request``, one token's text at a time; return
+        ``"length"`` when it stopped at ``max_tokens``, else ``"stop"``.
 
         Waits for any generation already running. Closing the generator ends the token loop
         at the next token and frees the model for the next request.
@@ -391,6 +392,7 @@ class LocalEngine(Engine):
                     messages=fitted,
                     temperature=request.temperature,
                     max_tokens=max_tokens,
+                    stop=list(request.stop) or None,
                     stream=True,
                 )
                 try:
@@ -414,6 +416,7 @@ class LocalEngine(Engine):
         finally:
             run.ended_at = time.monotonic()
             run.finished.set()
+        return run.outcome
 
     def count_tokens(self, messages: list[dict[str, str]]) -> int:
         """How many tokens ``messages`` take once rendered as a prompt for this model.

@@ -17,9 +17,11 @@ Mapping of a request onto the engine:
 - ``temperature`` defaults to 0.7, the Aivvm protocol's default, not OpenAI's 1.0: the same
   engine then answers a bare request alike on both routes.
 - ``max_completion_tokens`` (or the older ``max_tokens``) reaches engines as
-  ``ChatRequest.max_tokens``; engines without a token budget ignore it.
-- ``n`` must be 1; ``top_p``, ``stop``, ``user`` and penalties are checked for type, then
-  ignored; other fields (``seed``, ``tools``, ...) are ignored.
+  ``ChatRequest.max_tokens``. A reply that ends at it has ``finish_reason: "length"``.
+- ``stop`` (a string, or a list of up to four) reaches engines as ``ChatRequest.stop``: the
+  reply ends before the first of them, which it leaves out, as OpenAI's does.
+- ``n`` must be 1; ``top_p``, ``user`` and penalties are checked for type, then ignored;
+  other fields (``seed``, ``tools``, ...) are ignored.
 
 ``usage`` counts are approximate: ``completion_tokens`` is the number of pieces the engine
 yielded (one per token for the local engine, one per word for echo), ``prompt_tokens`` the
@@ -186,9 +188,18 @@ def _check_ignored_fields(body: dict[str, Any]) -> None:
         or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
     ):
         raise OpenAIError("'stop' must be a string or a list of strings", param="stop")
+    if isinstance(stop, list) and len(stop) > 4:
+        raise OpenAIError("'stop' may hold at most 4 sequences", param="stop")
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise OpenAIError("'user' must be a string", param="user")
+
+
+def _stop_sequences(stop: str | list[str] | None) -> tuple[str, ...]:
+    """``stop`` as checked by :func:`_check_ignored_fields`, without empty strings."""
+    if stop is None:
+        return ()
+    return tuple(s for s in ([stop] if isinstance(stop, str) else stop) if s)
 
 
 def parse_completion_request(body: Any) -> CompletionRequest:
@@ -259,6 +270,7 @@ def parse_completion_request(body: Any) -> CompletionRequest:
         temperature=temperature,
         # The newer name wins, as it does at OpenAI, where max_tokens is deprecated.
         max_tokens=max_completion_tokens if max_completion_tokens is not None else max_tokens,
+        stop=_stop_sequences(body.get("stop")),
     )
     return CompletionRequest(chat=chat, stream=stream, include_usage=stream and include_usage)
 
@@ -347,9 +359,9 @@ class CompletionWriter:
         self.add(text)
         return _sse(self._chunk({"content": text}, None))
 
-    def closing(self) -> str:
-        """The ``stop`` chunk, the usage chunk if asked for, then ``[DONE]``."""
-        events = [_sse(self._chunk({}, "stop"))]
+    def closing(self, finish_reason: str = "stop") -> str:
+        """The chunk with the finish reason, the usage chunk if asked for, then ``[DONE]``."""
+        events = [_sse(self._chunk({}, finish_reason))]
         if self.request.include_usage:
             usage_chunk = self._chunk({}, None, choices=False)
             usage_chunk["usage"] = self.usage()
@@ -363,7 +375,7 @@ class CompletionWriter:
 
     # -- not streaming --------------------------------------------------------------------
 
-    def whole(self) -> dict[str, Any]:
+    def whole(self, finish_reason: str = "stop") -> dict[str, Any]:
         """The ``chat.completion`` object with the reply made of every piece added."""
         return {
             "id": self.id,
@@ -375,7 +387,7 @@ class CompletionWriter:
                     "index": 0,
                     "message": {"role": "assistant", "content": "".join(self._text)},
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": finish_reason,
                 }
             ],
             "usage": self.usage(),
