@@ -368,7 +368,10 @@ class AivvmMagics(Magics):
         if not stream:
             display.start()
             display.append(outcome.text)
-        display.finish(complete=outcome.complete, note=outcome.note)
+        note = outcome.note
+        if outcome.complete and outcome.finish_reason == "length":
+            note = "the reply reached the model's token limit"
+        display.finish(complete=outcome.complete, note=note)
         if output and outcome.text:
             self.shell.user_ns[output] = outcome.text
         if isinstance(outcome.error, KeyboardInterrupt):

@@ -42,6 +42,9 @@ class TurnOutcome:
     complete: bool = False
     error: BaseException | None = None
     turn: Turn | None = None
+    #: How the server said the reply ended, where its protocol says (``"length"``: at the
+    #: model's token limit, so the text may stop mid-thought).
+    finish_reason: str | None = None
 
     @property
     def note(self) -> str:
@@ -181,4 +184,5 @@ class TurnRunner:
         finally:
             reply = self._reply
             outcome.text = reply.partial if reply is not None else ""
+            outcome.finish_reason = reply.finish_reason if reply is not None else None
         return outcome

@@ -253,3 +253,44 @@ def test_the_panel_follows_the_provider_setting(ip, reference):
         ]
     finally:
         panel.close()
+
+
+def finished(reason: str | None) -> str:
+    chunk = {"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]}
+    return f"data: {json.dumps(chunk)}\n\n"
+
+
+@pytest.mark.parametrize("reason", ["stop", "length"])
+def test_the_finish_reason_is_kept_on_the_reply(fault, reason):
+    body = sse("cut ", "short", done=False) + (finished(reason) + "data: [DONE]\n\n").encode()
+    fault.enqueue(Reply(chunks=[body]))
+    reply = ask(fault.url)
+    assert reply.finish_reason is None  # nothing said yet
+    assert reply.text() == "cut short"
+    assert reply.finish_reason == reason
+
+
+def test_the_finish_reason_of_a_whole_answer(fault):
+    whole = {"choices": [{"message": {"content": "all"}, "finish_reason": "length"}]}
+    fault.enqueue(Reply(200, json.dumps(whole).encode()))
+    reply = ask(fault.url)
+    assert reply.text() == "all" and reply.finish_reason == "length"
+
+
+def test_the_aivvm_protocol_gives_no_finish_reason(reference):
+    from aivvm_magic import Aivvm
+
+    reply = Aivvm.create_completion("", HELLO, True, base_url=reference.url)
+    assert reply.text() == "Hello" and reply.finish_reason is None
+
+
+def test_a_reply_cut_at_the_token_limit_says_so_in_the_cell(ip, fault, capsys):
+    body = sse("the start of", done=False) + (finished("length") + "data: [DONE]\n\n").encode()
+    fault.enqueue(Reply(chunks=[body]))
+    ip.run_cell_magic("aivvm", f"-c limit -p openai -m llama3.2 --base-url {fault.url}", "Go")
+    out = capsys.readouterr().out
+    assert out.startswith("the start of")
+    assert "the reply reached the model's token limit" in out
+    fault.enqueue(Reply(chunks=[sse("a whole reply")]))
+    ip.run_cell_magic("aivvm", f"-c limit -p openai -m llama3.2 --base-url {fault.url}", "Go")
+    assert "token limit" not in capsys.readouterr().out

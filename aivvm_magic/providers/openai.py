@@ -142,7 +142,7 @@ class OpenAICompatible(AbstractProvider):
             on_retry=on_retry,
             control=control,
         )
-        reply = StreamingReply(_contents(text, secret), control)
+        reply = StreamingReply(_contents(text, secret, control), control)
         return reply if stream else reply.text()
 
     @classmethod
@@ -182,8 +182,11 @@ def _auth(secret: str) -> dict[str, str]:
     return {"Authorization": hidden(f"Bearer {secret}")} if secret else {}
 
 
-def _contents(text: Iterator[str], secret: str) -> Iterator[str]:
-    """The reply's text from an OpenAI event stream (or from one JSON chat completion)."""
+def _contents(text: Iterator[str], secret: str, control: StreamControl) -> Iterator[str]:
+    """The reply's text from an OpenAI event stream (or from one JSON chat completion).
+
+    The finish reason the server gives goes to ``control.finish_reason``.
+    """
     chunks = iter(text)
     head = ""
     for piece in chunks:
@@ -192,14 +195,17 @@ def _contents(text: Iterator[str], secret: str) -> Iterator[str]:
             break
     if head.lstrip().startswith("{"):
         # Some servers ignore ``stream: true`` and answer one JSON object.
-        yield _whole(head + "".join(chunks), secret)
+        content, control.finish_reason = _whole(head + "".join(chunks), secret)
+        yield content
         return
     parser = SSEParser()
     for piece in _prepend(head, chunks):
         for data in parser.feed(piece):
             if data.strip() == DONE:
                 return
-            content = _delta(data, secret)
+            content, finish_reason = _delta(data, secret)
+            if finish_reason:
+                control.finish_reason = finish_reason
             if content:
                 yield content
     # A stream whose last event ends in a lone "\r" completes that event only now.
@@ -214,30 +220,40 @@ def _prepend(first: str, rest: Iterator[str]) -> Iterator[str]:
     yield from rest
 
 
-def _delta(data: str, secret: str) -> str:
+def _delta(data: str, secret: str) -> tuple[str, str | None]:
+    """An event's text and its finish reason (None until the last choice chunk)."""
     try:
         event = json.loads(data)
     except ValueError:
         raise StreamError(f"an event that is not JSON: {data[:80]!r}", "") from None
     if not isinstance(event, dict):
-        return ""
+        return "", None
     if "error" in event:
         error = event["error"]
         message = error.get("message") if isinstance(error, dict) else str(error)
         raise StreamError(f"the server reported an error: {redact(str(message), secret)}", "")
     choices = event.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return ""
+        return "", None
     delta = choices[0].get("delta") or choices[0].get("message") or {}
     content = delta.get("content") if isinstance(delta, dict) else None
-    return content if isinstance(content, str) else ""
+    finish_reason = choices[0].get("finish_reason")
+    return (
+        content if isinstance(content, str) else "",
+        finish_reason if isinstance(finish_reason, str) else None,
+    )
 
 
-def _whole(body: str, secret: str) -> str:
+def _whole(body: str, secret: str) -> tuple[str, str | None]:
     try:
         data = json.loads(body)
-        return data["choices"][0]["message"]["content"] or ""
-    except (ValueError, KeyError, IndexError, TypeError):
+        choice = data["choices"][0]
+        finish_reason = choice.get("finish_reason")
+        return (
+            choice["message"]["content"] or "",
+            finish_reason if isinstance(finish_reason, str) else None,
+        )
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         raise StreamError(
             f"an answer that is neither an event stream nor a chat completion: "
             f"{redact(body[:80], secret)!r}",

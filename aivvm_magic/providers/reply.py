@@ -19,6 +19,9 @@ class StreamControl:
 
     def __init__(self) -> None:
         self.stopped = threading.Event()
+        #: How the server said the reply ended (OpenAI's ``finish_reason``: ``"stop"``,
+        #: ``"length"``, ...); None when its protocol does not say, as Aivvm's does not.
+        self.finish_reason: str | None = None
         self._lock = threading.Lock()
         self._response: Any = None
 
@@ -89,6 +92,12 @@ class StreamingReply(Iterator[str]):
             raise
         self._parts.append(chunk)
         return chunk
+
+    @property
+    def finish_reason(self) -> str | None:
+        """How the server said the reply ended (``"length"``: cut at the model's token limit);
+        None when it did not say."""
+        return self.control.finish_reason
 
     @property
     def partial(self) -> str:

@@ -249,7 +249,7 @@ class StreamingDisplay:
         if self.mode != "widget":
             if text and not text.endswith("\n"):
                 self._stream.write("\n")
-            if not complete:
+            if not complete or note:
                 self._stream.write(f"[{status}]\n")
             self._stream.flush()
             return
