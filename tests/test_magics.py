@@ -342,3 +342,10 @@ def test_magics_are_in_a_terminal_printed_as_they_arrive(reference):
     proc.wait(30)
     assert first == "one " and (first + rest).startswith("one two three")
     assert total - first_at >= 0.5  # the rest came later: it was streamed, not buffered
+
+
+def test_an_empty_reply_says_so(ip, fault, capsys):
+    fault.enqueue(Reply(200, b""))
+    ip.run_cell_magic("aivvm", f"-c empty --base-url {fault.url}", "Say nothing")
+    out = capsys.readouterr().out
+    assert out.startswith("[empty reply · ") and out.count("\n") == 1

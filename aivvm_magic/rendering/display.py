@@ -237,7 +237,11 @@ class StreamingDisplay:
                 self._markdown = None
         text = self.text
         elapsed = self._clock() - self._started
-        state = "" if complete else ("incomplete" if text else "failed")
+        if complete:
+            # A server may well answer 200 with nothing: say so rather than show nothing.
+            state = "" if text else "empty reply"
+        else:
+            state = "incomplete" if text else "failed"
         status = format_status(
             model=self.model,
             target=self.target,
@@ -249,7 +253,7 @@ class StreamingDisplay:
         if self.mode != "widget":
             if text and not text.endswith("\n"):
                 self._stream.write("\n")
-            if not complete or note:
+            if not complete or note or not text:
                 self._stream.write(f"[{status}]\n")
             self._stream.flush()
             return
