@@ -24,8 +24,9 @@ from markdown_it.token import Token
 
 from .markdown import parse_markdown, render_markdown, render_text, render_tokens
 
-#: An unfinished block longer than this is shown as plain text while it streams, and parsed
-#: again only each time it has doubled, so a huge paragraph or code block costs linear time.
+#: An unfinished block longer than this is shown as plain text while it streams, and its lines
+#: are parsed again only each time they have doubled, so a huge paragraph or code block costs
+#: linear time.
 OPEN_LIMIT = 16_000
 
 # markdown-it's own line breaks: the token maps count lines split this way.
@@ -81,23 +82,46 @@ class MarkdownStream:
     def _advance(self, text: str) -> tuple[list[Token], dict[str, Any]] | None:
         """Freeze the blocks of ``text`` that are final; the open rest's tokens, if parsed.
 
-        ``None`` when the open rest is long and has not doubled since it was last parsed.
+        ``None`` when the open rest is too long to parse at every update.
         """
         open_text = text[self._frozen_chars :]
-        if len(open_text) > self._open_limit and len(open_text) < self._parse_at:
-            return None
+        if len(open_text) > self._open_limit:
+            self._advance_long(open_text)
+            open_text = text[self._frozen_chars :]
+            if len(open_text) > self._open_limit:
+                return None
         tokens, env = parse_markdown(open_text)
+        return tokens[self._freeze(open_text, tokens, env) :], env
+
+    def _freeze(self, source: str, tokens: list[Token], env: dict[str, Any]) -> int:
+        """Keep the HTML of every top-level block of ``source`` but the last, which may still
+        grow; return the index of the last block's first token (0 when nothing was kept)."""
         starts = [i for i, t in enumerate(tokens) if t.level == 0 and t.nesting != -1]
-        if len(starts) >= 2:
-            last = starts[-1]
-            assert tokens[last].map is not None
-            chars = _line_offset(open_text, tokens[last].map[0])
-            self._frozen.append((chars, render_tokens(tokens[:last], env)))
-            self._frozen_chars += chars
-            open_text = open_text[chars:]
-            tokens = tokens[last:]
-        self._parse_at = 2 * len(open_text) if len(open_text) > self._open_limit else 0
-        return tokens, env
+        if len(starts) < 2:
+            return 0
+        last = starts[-1]
+        assert tokens[last].map is not None
+        chars = _line_offset(source, tokens[last].map[0])
+        self._frozen.append((chars, render_tokens(tokens[:last], env)))
+        self._frozen_chars += chars
+        self._parse_at = 0
+        return last
+
+    def _advance_long(self, open_text: str) -> None:
+        """Try to freeze blocks of a long open rest without parsing it at every update.
+
+        Blocks end at line ends, so its whole lines are parsed, and only once they have
+        doubled since a parse that found nothing to keep (one huge paragraph or code block):
+        the work stays linear in the length of the reply. A rest without a line end (a
+        paragraph written as one line) is not parsed at all until the end.
+        """
+        end = open_text.rfind("\n") + 1
+        if end == 0 or end < self._parse_at:
+            return
+        lines = open_text[:end]
+        tokens, env = parse_markdown(lines)
+        if self._freeze(lines, tokens, env) == 0:
+            self._parse_at = 2 * end
 
     def live(self, text: str, budget: int = 100_000) -> str:
         """Sanitised HTML to show while ``text`` streams; cheap however long it grows.
