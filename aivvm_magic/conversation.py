@@ -338,6 +338,19 @@ class PendingReply:
             if self.conversation._listeners:
                 self.conversation.emit_chunk(chunk)
 
+    @property
+    def sink(self) -> Callable[[str], None]:
+        """The cheapest callable that adds a chunk already known to be a ``str``.
+
+        While anyone listens it is :meth:`add`, which tells them of each chunk; otherwise the
+        bare ``append`` of the reply's parts, since a fast reply brings tens of thousands.
+        """
+        if self.conversation._listeners:
+            return self.add
+        if self.turn is not None:
+            raise RuntimeError("this reply was already recorded")
+        return self._parts.append
+
     def record(
         self,
         *,

@@ -86,6 +86,8 @@ def interpolate_with_report(text: str, namespace: Mapping[str, object]) -> Inter
         In [2]: interpolate_with_report('Explain {topic} as JSON: {"topic": "..."}', globals())
         Out[2]: Interpolation(text='Explain tides as JSON: {"topic": "..."}', names=['topic'])
     """
+    if "{" not in text:
+        return Interpolation(text, [])  # most cells: no need to run the pattern over them
     converted: dict[str, str | None] = {}
     names: list[str] = []
 

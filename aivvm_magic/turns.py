@@ -133,7 +133,7 @@ class TurnRunner:
                 system=self.settings.system,
             )
 
-            outcome = self._stream(messages, pending.add, on_chunk, on_retry)
+            outcome = self._stream(messages, pending.sink, on_chunk, on_retry)
             if outcome.complete or outcome.text:
                 outcome.turn = pending.record(
                     model=self.settings.model,
