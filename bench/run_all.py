@@ -85,7 +85,18 @@ def main(argv: list[str] | None = None) -> None:
     sections = [
         streaming.main(["--count", "30" if quick else "100", "--size-mb", "5" if quick else "50"]),
         display_cost.main(
-            ["--chunks", "2000", "--rate-chunks", "200", "--naive-chunks", "500", "--repeat", "1"]
+            [
+                "--chunks",
+                "2000",
+                "--rate-chunks",
+                "200",
+                "--naive-chunks",
+                "500",
+                "--repeat",
+                "1",
+                "--rate-repeat",
+                "1",
+            ]
             if quick
             else []
         ),
