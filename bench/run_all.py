@@ -42,14 +42,14 @@ NOTES = """\
 - Throughput: the target (0.8 of the raw socket) cannot be met by any reader that hands out
   `str`. The raw socket row hands out bytes. Decoding this multi-byte text with CPython's own
   UTF-8 decoder, alone and in memory, with no socket at all and the bytes always in cache
-  (the "decode alone" row), runs at about half the raw socket's rate at best: that is the
-  ceiling of any text reader here, below 0.8. The provider meets 0.8 of "raw socket + UTF-8
+  (the "decode alone" row), runs at half the raw socket's rate or less: that is the ceiling
+  of any text reader here, well below 0.8. The provider meets 0.8 of "raw socket + UTF-8
   decode", a raw reader doing the same job.
 - Display cost: "display updates" counts what a user could see change (widget values while
   the widget is shown, and the display messages); "most in any 1 s" is the rate limit a
   frontend meets, counted over a sliding second, so a reply that lasts a tenth of a second
   with its three updates is not reported as 30 a second. The 5,000-chunk table compares with
-  the naive display only; the issue sets its targets on the other two.
+  the naive display only; the targets apply to the other two.
 - The wall-time ratios move by about ±10% between runs on this shared machine; each row is
   the median of several runs taken in turns.
 """
