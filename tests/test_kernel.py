@@ -160,3 +160,43 @@ def test_errors_show_one_short_line_and_no_key(kernel):
         "AivvmError: Could not connect to http://127.0.0.1:9/api/chat: connection refused"
     ]
     assert CANARY not in json.dumps(run.messages, default=str)
+
+
+def test_the_pooled_widget_serves_one_reply_at_a_time_and_closes_on_unload(fast, slow):
+    """Two replies streaming at once (one on a thread) each get a widget of their own; both
+    go back to the pool, and unloading the extension closes them with their models."""
+    k = Kernel()
+    try:
+        setup = k.execute(
+            "%load_ext aivvm_magic\n"
+            f"%config AivvmMagics.base_url = {fast.url!r}\n"
+            "import threading\n"
+            "from aivvm_magic.rendering.display import widget_pool\n"
+        )
+        assert setup.status == "ok", setup.reply
+        both = k.execute(
+            "ip = get_ipython()\n"
+            # Ten words, 0.1 s apart: the thread's reply is still streaming when the cell's
+            # own reply starts and ends.
+            "t = threading.Thread(target=ip.run_cell_magic,\n"
+            f"    args=('aivvm', '-c other --base-url {slow.url}', ' '.join(['x'] * 10)))\n"
+            "t.start()\n"
+            "ip.run_cell_magic('aivvm', '-c main', ' '.join(['y'] * 300))\n"
+            "assert t.is_alive()\n"
+            "t.join()\n"
+        )
+        assert both.status == "ok", both.reply
+        shown = {
+            m["content"]["data"][WIDGET_VIEW]["model_id"]
+            for m in both.of_type("display_data")
+            if WIDGET_VIEW in m["content"]["data"]
+        }
+        assert len(shown) == 2
+        assert k.execute("print(len(widget_pool))").stdout().strip() == "2"
+        unload = k.execute("%unload_ext aivvm_magic")
+        assert unload.status == "ok", unload.reply
+        closed = {m["content"]["comm_id"] for m in unload.of_type("comm_close")}
+        assert shown <= closed and len(closed) == 6  # each widget, its layout and its style
+        assert k.execute("print(len(widget_pool))").stdout().strip() == "0"
+    finally:
+        k.close()
