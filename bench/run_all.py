@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     if importlib.util.find_spec("llama_cpp") is not None and (HERE / "local_model.py").exists():
         import local_model
 
-        sections.append(local_model.main(["--runs", "1"] if quick else []))
+        sections.append(local_model.main(["--repeats", "1"] if quick else []))
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
     ).stdout.strip()

@@ -762,6 +762,7 @@ def test_a_refused_connection_in_a_cell_changes_nothing(ip, capsys):
     assert [t.prompt for t in magics_for(ip).chats.get("default").turns] == ["kept"]
     assert "[failed · " in capsys.readouterr().out
     ip.run_cell_magic("aivvm", "", "works again")
+    assert [t.prompt for t in magics_for(ip).chats.get("default").turns] == ["kept", "works again"]
 
 
 def test_a_connect_timeout_in_a_cell(ip, unresponsive):

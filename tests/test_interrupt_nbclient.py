@@ -149,3 +149,7 @@ def test_an_interrupt_mid_stream_through_nbclient(server, tmp_path: Path):
     nbformat.write(nb, path)
     saved = nbformat.read(path, as_version=4)
     assert saved.cells[1].outputs == cell.outputs
+    (kept,) = [o for o in saved.cells[1].outputs if o.output_type == "display_data"]
+    assert kept.data["text/plain"].startswith(text) and kept.data["text/plain"].endswith(
+        " · interrupted]"
+    )

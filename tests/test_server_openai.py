@@ -560,12 +560,11 @@ INVALID_BODIES: dict[str, tuple[Any, str | None]] = {
 def test_invalid_body_is_an_openai_400(server: ServerHandle, case: str) -> None:
     body, param = INVALID_BODIES[case]
     for stream in (False, True):
-        if isinstance(body, dict):
-            body = {**body, "stream": body.get("stream", stream)}
+        sent = {**body, "stream": body.get("stream", stream)} if isinstance(body, dict) else body
         # json.dumps, unlike requests' json=, lets NaN through, as a careless client might.
         response = requests.post(
             server.url + COMPLETIONS_PATH,
-            data=json.dumps(body),
+            data=json.dumps(sent),
             headers={"Content-Type": "application/json"},
             timeout=TIMEOUT,
         )
