@@ -389,6 +389,66 @@ class FailingEngine(Engine):
         raise RuntimeError("the model fell over")
 
 
+class FloodEngine(Engine):
+    """Yields ``pieces`` pieces of 100 bytes as fast as it is asked, counting them; its
+    clean-up can be made to fail."""
+
+    name = "flood"
+
+    def __init__(self, pieces: int, fail_on_close: bool = False) -> None:
+        self.pieces = pieces
+        self.made = 0
+        self.fail_on_close = fail_on_close
+
+    def generate(self, request: ChatRequest) -> Iterator[str]:
+        try:
+            for _ in range(self.pieces):
+                self.made += 1
+                yield "x" * 99 + " "
+        finally:
+            if self.fail_on_close:
+                raise RuntimeError("clean-up failed")
+
+
+def writer_threads() -> int:
+    return sum(t.name == "aivvm-reply-writer" for t in threading.enumerate())
+
+
+def test_a_reader_that_stops_reading_holds_the_engine_back() -> None:
+    """What a client has not read waits in the socket buffers and at most a megabyte of
+    queue, not in the server's memory: the engine waits for the reader."""
+    engine = FloodEngine(pieces=300_000)  # 30 MB
+    with start_server(engine) as srv:
+        with socket.create_connection((srv.host, srv.port), timeout=TIMEOUT) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+            sock.sendall(raw_chat_request(json.dumps(chat_body("go")).encode()))
+            assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+            # The engine runs until the queue and the socket buffers are full, then waits.
+            previous = -1
+            while engine.made != previous:
+                previous = engine.made
+                time.sleep(0.3)
+            assert engine.made * 100 < 15_000_000, engine.made
+            received = 0
+            while data := sock.recv(1 << 20):
+                received += len(data)
+                if data.endswith(b"0\r\n\r\n"):
+                    break
+        assert engine.made == 300_000 and received > 30_000_000
+
+
+def test_an_engine_whose_clean_up_fails_leaves_no_writer_behind() -> None:
+    engine = FloodEngine(pieces=100_000, fail_on_close=True)
+    with start_server(engine, log=lambda line: None) as srv:
+        before = writer_threads()
+        with socket.create_connection((srv.host, srv.port), timeout=TIMEOUT) as sock:
+            sock.sendall(raw_chat_request(json.dumps(chat_body("go")).encode()))
+            assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+        # The client left mid-reply: the engine is closed, fails, and the writer still ends.
+        assert srv.wait_for(lambda: srv.stats.disconnected == 1, timeout=5)
+        assert srv.wait_for(lambda: writer_threads() == before, timeout=5), writer_threads()
+
+
 def test_engine_failing_before_the_first_piece_is_a_500() -> None:
     lines: list[str] = []
     with start_server(FailingEngine(after=0), log=lines.append) as srv:

@@ -394,12 +394,22 @@ class _FrameWriter:
     server (more when both share a process and its GIL). So while one write is under way the
     next pieces queue up, and the following write sends them all together, still framed one
     by one: what the engine is doing sets the batching, never a timer.
+
+    At most ``MAX_QUEUED`` bytes wait in the queue: beyond that the engine waits too, so a
+    client that stops reading holds the server's memory (and the local model) no more than a
+    blocking write would.
     """
+
+    MAX_QUEUED = 1 << 20
 
     def __init__(self, wfile: Any) -> None:
         self._wfile = wfile
         self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._error: OSError | None = None
+        # Each counter has one writer thread, so neither needs a lock.
+        self._queued = 0
+        self._written = 0
+        self._room = threading.Event()
         self._thread = threading.Thread(target=self._run, name="aivvm-reply-writer", daemon=True)
         self._thread.start()
 
@@ -407,7 +417,15 @@ class _FrameWriter:
         """Queue ``data``; raises the OSError of an earlier write (the client has gone)."""
         if self._error is not None:
             raise self._error
+        self._queued += len(data)
         self._queue.put(data)
+        while self._queued - self._written > self.MAX_QUEUED and self._error is None:
+            self._room.clear()
+            # Checked again after clearing: the writer may have made room meanwhile.
+            if self._queued - self._written > self.MAX_QUEUED and self._error is None:
+                self._room.wait()
+        if self._error is not None:
+            raise self._error
 
     def close(self) -> None:
         """Wait until everything queued is written; raise the OSError if that failed."""
@@ -431,10 +449,10 @@ class _FrameWriter:
                     self._wfile.write(data)
             except OSError as error:
                 self._error = error
-                # Drain what the engine still queues until it notices, then stop.
-                while not done:
-                    done = self._queue.get() is None
                 return
+            finally:
+                self._written += len(data)
+                self._room.set()
             if done:
                 return
 
@@ -799,10 +817,13 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
                 # The client cannot tell where this reply ends, so the connection is over.
                 self.close_connection = True
         finally:
-            close = getattr(generator, "close", None)
-            if close is not None:
-                close()
-            reply.release()
+            try:
+                close = getattr(generator, "close", None)
+                if close is not None:
+                    close()
+            finally:
+                # Even when the engine's own clean-up fails: else its writer waits forever.
+                reply.release()
 
     def _pump(self, first: str | None, pieces: _EnginePieces, reply: _Reply) -> str:
         """Move pieces to ``reply``; return the stats counter that names how the reply ended."""
