@@ -19,6 +19,7 @@ from traitlets import CaselessStrEnum, Float, Int, Unicode, default
 from . import embedded, protocol
 from .conversation import ConversationBusy, ConversationStore
 from .interpolation import interpolate
+from .secret_types import SecretStr, hidden
 
 if TYPE_CHECKING:
     from .turns import TurnSettings
@@ -38,20 +39,13 @@ class AivvmError(Exception):
         return [f"AivvmError: {self}"]
 
 
-class _SecretStr(str):
-    """A str whose repr hides it, so ``%config AivvmMagics`` never prints the key."""
-
-    def __repr__(self) -> str:
-        return "'<hidden>'" if self else "''"
-
-
 class Secret(Unicode):
-    """A Unicode trait whose value never shows in a repr."""
+    """A Unicode trait whose value never shows in a repr (``%config AivvmMagics``)."""
 
     info_text = "a secret string"
 
-    def validate(self, obj: Any, value: Any) -> _SecretStr:
-        return _SecretStr(super().validate(obj, value))
+    def validate(self, obj: Any, value: Any) -> SecretStr:
+        return hidden(super().validate(obj, value))
 
     def default_value_repr(self) -> str:
         return "''"
@@ -171,8 +165,8 @@ class AivvmMagics(Magics):
         return _env("AIVVM_BASE_URL")
 
     @default("api_key")
-    def _api_key_default(self) -> _SecretStr:
-        return _SecretStr(_env("AIVVM_API_KEY"))
+    def _api_key_default(self) -> SecretStr:
+        return hidden(_env("AIVVM_API_KEY"))
 
     # -- where requests go --------------------------------------------------------------
 

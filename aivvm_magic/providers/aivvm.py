@@ -14,10 +14,10 @@ import requests
 
 from .. import protocol
 from ..protocol import models
+from ..secret_types import SecretBytes, hidden
 from .base import AbstractProvider, CreateResult, Messages
 from .errors import ProviderError
 from .reply import StreamControl, StreamingReply
-from .secrets import SecretBytes, hidden
 from .transport import (
     USER_AGENT,
     RetryCallback,

@@ -17,10 +17,10 @@ from typing import Any, ClassVar
 import requests
 
 from .. import protocol
+from ..secret_types import SecretBytes, hidden
 from .base import AbstractProvider, CreateResult, Messages
 from .errors import IncompleteReply, ProviderError
 from .reply import StreamControl, StreamingReply
-from .secrets import SecretBytes, hidden
 from .sse import SSEParser
 from .transport import (
     USER_AGENT,
