@@ -105,7 +105,12 @@ class AivvmMagics(Magics):
         "reference server inside the kernel."
     ).tag(config=True)
     api_key = Secret(
-        help="API key sent in the request body (seeded by $AIVVM_API_KEY). Never displayed."
+        help="API key the aivvm provider sends in the request body (seeded by "
+        "$AIVVM_API_KEY). Never displayed."
+    ).tag(config=True)
+    openai_api_key = Secret(
+        help="API key the openai provider sends as a Bearer token (seeded by "
+        "$OPENAI_API_KEY). Never displayed."
     ).tag(config=True)
     provider = Unicode(
         help="Provider: aivvm (chatbot-ui's /api/chat) or openai (any OpenAI-compatible "
@@ -167,6 +172,15 @@ class AivvmMagics(Magics):
     @default("api_key")
     def _api_key_default(self) -> SecretStr:
         return hidden(_env("AIVVM_API_KEY"))
+
+    @default("openai_api_key")
+    def _openai_api_key_default(self) -> SecretStr:
+        return hidden(_env("OPENAI_API_KEY"))
+
+    def key_for(self, provider: str) -> SecretStr:
+        """The key to send with ``provider``: each has its own, so that a key for one
+        service never goes to another."""
+        return self.openai_api_key if provider == "openai" else self.api_key
 
     # -- where requests go --------------------------------------------------------------
 
@@ -305,13 +319,13 @@ class AivvmMagics(Magics):
             "system": self.system_message,
             "base_url": self.base_url,
             "provider": self.provider,
-            "key": self.api_key,
             "connect_timeout": self.connect_timeout,
             "read_timeout": self.read_timeout,
             "retries": self.retries,
             "history_limit": self.history_limit,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
+        values.setdefault("key", self.key_for(values["provider"]))
         return TurnSettings(**values)
 
     def ask(
@@ -423,7 +437,7 @@ class AivvmMagics(Magics):
             f"Temperature:  {self.temperature:g}",
             f"Conversation: {args.chat}, {len(conversation)} turns",
             f"Chats:        {', '.join(self.chats.names()) or '(none)'}",
-            f"API key:      {'set' if self.api_key else 'not set'}",
+            f"API key:      {'set' if self.key_for(self.provider) else 'not set'}",
         ]
         print("\n".join(lines))
 
@@ -432,7 +446,7 @@ class AivvmMagics(Magics):
 
         base_url, target = self.target(provider=self.provider)
         provider = get_provider(self.provider)
-        found = provider.list_models(base_url, key=str(self.api_key))
+        found = provider.list_models(base_url, key=str(self.key_for(self.provider)))
         print(f"Models at {target}:")
         for model in found:
             extra = f"  ({model['served_by']})" if model.get("served_by") else ""

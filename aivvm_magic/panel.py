@@ -334,7 +334,8 @@ class ChatPanel(widgets.VBox):
         magics = self._magics
         base_url, target = magics.target()
         self._target = target
-        found = get_provider(magics.provider).list_models(base_url, key=str(magics.api_key))
+        provider = magics.provider
+        found = get_provider(provider).list_models(base_url, key=str(magics.key_for(provider)))
         ids = [m["id"] for m in found if isinstance(m.get("id"), str)]
         if self._closed.is_set():
             return ids

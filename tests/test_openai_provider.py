@@ -294,3 +294,24 @@ def test_a_reply_cut_at_the_token_limit_says_so_in_the_cell(ip, fault, capsys):
     fault.enqueue(Reply(chunks=[sse("a whole reply")]))
     ip.run_cell_magic("aivvm", f"-c limit -p openai -m llama3.2 --base-url {fault.url}", "Go")
     assert "token limit" not in capsys.readouterr().out
+
+
+def test_each_provider_gets_its_own_key(ip, fault, monkeypatch):
+    """The Aivvm key (``$AIVVM_API_KEY``) never goes to an OpenAI endpoint, nor the other way."""
+    from aivvm_magic.magics import magics_for
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    magics = magics_for(ip)
+    magics.api_key = CANARY
+    target = f"-p openai -m llama3.2 --base-url {fault.url}"
+    fault.enqueue(Reply(chunks=[sse("ok")]))
+    ip.run_cell_magic("aivvm", target, "Hi")
+    assert "authorization" not in fault.requests[-1].headers
+    magics.openai_api_key = "sk-openai-key"
+    fault.enqueue(Reply(chunks=[sse("ok")]))
+    ip.run_cell_magic("aivvm", target, "Hi")
+    assert fault.requests[-1].headers["authorization"] == "Bearer sk-openai-key"
+    fault.enqueue(Reply(chunks=[b"ok"]))
+    ip.run_cell_magic("aivvm", f"-p aivvm --base-url {fault.url}", "Hi")
+    assert fault.requests[-1].json["key"] == CANARY
+    assert "sk-openai-key" not in json.dumps(fault.requests[-1].json)
