@@ -9,7 +9,6 @@ right fall back to ``unicode-escape``, as the design document asks.
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterable, Iterator
 
 _ERRORS = "aivvm-unicode-escape"
 
@@ -37,15 +36,3 @@ class TextDecoder:
     def flush(self) -> str:
         """Whatever is still held back, decoded with the fallback (the stream has ended)."""
         return self._decoder.decode(b"", final=True)
-
-
-def iter_text(chunks: Iterable[bytes]) -> Iterator[str]:
-    """Decode a stream of byte chunks to non-empty text chunks, flushing at the end."""
-    decoder = TextDecoder()
-    for data in chunks:
-        text = decoder.decode(data)
-        if text:
-            yield text
-    tail = decoder.flush()
-    if tail:
-        yield tail

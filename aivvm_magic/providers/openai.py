@@ -9,6 +9,7 @@ stream closed in ``finally``, and a stream without ``[DONE]`` reported as incomp
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -199,7 +200,7 @@ def _contents(text: Iterator[str], secret: str, control: StreamControl) -> Itera
         yield content
         return
     parser = SSEParser()
-    for piece in _prepend(head, chunks):
+    for piece in itertools.chain((head,), chunks):
         for data in parser.feed(piece):
             if data.strip() == DONE:
                 return
@@ -212,12 +213,6 @@ def _contents(text: Iterator[str], secret: str, control: StreamControl) -> Itera
     if any(data.strip() == DONE for data in parser.close()):
         return
     raise IncompleteReply("the event stream ended without [DONE]", "")
-
-
-def _prepend(first: str, rest: Iterator[str]) -> Iterator[str]:
-    if first:
-        yield first
-    yield from rest
 
 
 def _delta(data: str, secret: str) -> tuple[str, str | None]:

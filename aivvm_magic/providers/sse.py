@@ -8,7 +8,11 @@ yielded as their data (several ``data:`` lines joined by newlines).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import re
+
+# Lines end in \n, \r\n or a lone \r. A \r at the very end of the text so far might be the
+# first half of \r\n, so it waits for more text. One scan of each read, whatever the endings.
+_LINE_END = re.compile(r"\r\n|\n|\r(?!\Z)")
 
 
 class SSEParser:
@@ -24,13 +28,9 @@ class SSEParser:
         events: list[str] = []
         buffer = self._pending + text
         start = 0
-        while True:
-            end = _line_end(buffer, start)
-            if end is None:
-                break
-            line_end, next_start = end
-            self._line(buffer[start:line_end], events)
-            start = next_start
+        for end in _LINE_END.finditer(buffer):
+            self._line(buffer[start : end.start()], events)
+            start = end.end()
         self._pending = buffer[start:]
         return events
 
@@ -61,25 +61,3 @@ class SSEParser:
         if name == "data":
             self._data.append(value)
             self._has_data = True
-
-
-def _line_end(buffer: str, start: int) -> tuple[int, int] | None:
-    # Lines end in \n, \r\n or a lone \r. A \r at the very end of the buffer might be the
-    # first half of \r\n, so it waits for more text.
-    cr = buffer.find("\r", start)
-    lf = buffer.find("\n", start)
-    if lf != -1 and (cr == -1 or lf < cr):
-        return lf, lf + 1
-    if cr == -1:
-        return None
-    if cr + 1 < len(buffer):
-        return cr, cr + (2 if buffer[cr + 1] == "\n" else 1)
-    return None
-
-
-def iter_events(chunks: Iterable[str]) -> Iterator[str]:
-    """The data of each complete event in a stream of text chunks."""
-    parser = SSEParser()
-    for text in chunks:
-        yield from parser.feed(text)
-    yield from parser.close()
