@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal, NamedTuple, TextIO
+from typing import Any, Literal, NamedTuple, TextIO, get_args
 
 from .conversation_files import (
     FORMAT,
@@ -50,6 +50,7 @@ __all__ = [
     "ConversationEvent",
     "ConversationFormatError",
     "ConversationStore",
+    "EVENT_KINDS",
     "FittedMessages",
     "PendingReply",
     "Turn",
@@ -62,6 +63,7 @@ logger = logging.getLogger(__name__)
 SOURCES = ("cell", "panel")
 
 EventKind = Literal["turn_started", "chunk", "turn_finished", "turn_failed", "reset", "replaced"]
+EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 #: A chat request's messages: ``[{"role": "user", "content": "..."}, ...]``.
 Messages = list[dict[str, str]]
 Listener = Callable[["ConversationEvent"], object]
@@ -322,6 +324,16 @@ class PendingReply:
         return "".join(self._parts[:])
 
     @property
+    def chunks(self) -> int:
+        """How many chunks have arrived: a cheap way to see whether the reply grew."""
+        return len(self._parts)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the turn began."""
+        return time.monotonic() - self._clock
+
+    @property
     def recorded(self) -> bool:
         """Whether :meth:`record` was called."""
         return self.turn is not None
@@ -334,18 +346,19 @@ class PendingReply:
             raise TypeError(f"a reply chunk must be a str, not {type_name(chunk)}")
         if chunk:
             self._parts.append(chunk)
-            # Every chunk passes here: with nobody listening, not even a call.
-            if self.conversation._listeners:
+            # Every chunk passes here: with nobody listening for chunks, not even a call.
+            if self.conversation._chunk_listeners:
                 self.conversation.emit_chunk(chunk)
 
     @property
     def sink(self) -> Callable[[str], None]:
         """The cheapest callable that adds a chunk already known to be a ``str``.
 
-        While anyone listens it is :meth:`add`, which tells them of each chunk; otherwise the
-        bare ``append`` of the reply's parts, since a fast reply brings tens of thousands.
+        While anyone listens for chunks it is :meth:`add`, which tells them of each one;
+        otherwise the bare ``append`` of the reply's parts, since a fast reply brings tens of
+        thousands.
         """
-        if self.conversation._listeners:
+        if self.conversation._chunk_listeners:
             return self.add
         if self.turn is not None:
             raise RuntimeError("this reply was already recorded")
@@ -376,8 +389,9 @@ class PendingReply:
             cell_id=self.cell_id,
             error=error,
         )
-        self.conversation.record(turn)
+        # Recorded before the listeners hear of it, so that they see ``recorded`` is true.
         self.turn = turn
+        self.conversation.record(turn)
         return turn
 
     def __repr__(self) -> str:
@@ -439,7 +453,9 @@ class Conversation:
         self._reply_lock = threading.Lock()
         self._reply_owner: int | None = None
         self._pending: PendingReply | None = None
-        self._listeners: dict[int, Listener] = {}
+        self._listeners: dict[int, tuple[Listener, frozenset[str]]] = {}
+        #: How many listeners want ``"chunk"`` events (read on every chunk, without the lock).
+        self._chunk_listeners = 0
         self._tokens = itertools.count()
 
     def __repr__(self) -> str:
@@ -591,31 +607,42 @@ class Conversation:
 
     # ---- listeners --------------------------------------------------------------------------
 
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener(event)`` for every :class:`ConversationEvent`; returns unsubscribe.
+    def subscribe(
+        self, listener: Listener, kinds: Iterable[EventKind] | None = None
+    ) -> Callable[[], None]:
+        """Call ``listener(event)`` for every :class:`ConversationEvent` (or only those of
+        ``kinds``); returns unsubscribe.
 
         Listeners run in the thread that caused the event. One that raises does not stop the
-        others or the caller; its error goes to :attr:`error_handler`.
+        others or the caller; its error goes to :attr:`error_handler`. A listener that leaves
+        out ``"chunk"`` keeps the per-chunk path of every reply free of events.
         """
         if not callable(listener):
             raise TypeError(f"a listener must be callable, not {type_name(listener)}")
+        wanted = frozenset(EVENT_KINDS if kinds is None else kinds)
+        if not wanted <= frozenset(EVENT_KINDS):
+            raise ValueError(f"unknown event kinds: {sorted(wanted - frozenset(EVENT_KINDS))}")
         with self._state:
             token = next(self._tokens)
-            self._listeners[token] = listener
+            self._listeners[token] = (listener, wanted)
+            self._chunk_listeners += "chunk" in wanted
 
         def unsubscribe() -> None:
             with self._state:
-                self._listeners.pop(token, None)
+                entry = self._listeners.pop(token, None)
+                if entry is not None:
+                    self._chunk_listeners -= "chunk" in entry[1]
 
         return unsubscribe
 
     def _emit(self, kind: EventKind, **fields: Any) -> None:
-        # Called for every chunk of every reply: with nobody listening, do nothing at all.
         if not self._listeners:
             return
-        event = ConversationEvent(kind, conversation=self, **fields)
         with self._state:
-            listeners = list(self._listeners.values())
+            listeners = [listener for listener, kinds in self._listeners.values() if kind in kinds]
+        if not listeners:
+            return
+        event = ConversationEvent(kind, conversation=self, **fields)
         for listener in listeners:
             try:
                 listener(event)

@@ -33,16 +33,22 @@ from typing import Any, TypeVar
 
 import ipywidgets as widgets
 
-from .conversation import Conversation, ConversationBusy, ConversationEvent, PendingReply, Turn
+from .conversation import (
+    EVENT_KINDS,
+    Conversation,
+    ConversationBusy,
+    ConversationEvent,
+    PendingReply,
+    Turn,
+)
 from .magics import AivvmMagics, magics_for
 from .protocol import models as builtin_models
 from .providers import get_provider
 from .rendering.display import (
-    LIVE_MARKDOWN_LIMIT,
-    MARKDOWN_LIMIT,
     MIN_INTERVAL,
     TICK,
     format_status,
+    live_reply_html,
     render_reply,
 )
 from .rendering.incremental import MarkdownStream
@@ -61,6 +67,10 @@ _EXTENSIONS = {value: extension for _, value, extension in EXPORT_FORMATS}
 _NOTE_LIMIT = 200
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+
+#: The conversation events the panel listens to: all but ``"chunk"``.
+_PANEL_EVENTS = tuple(kind for kind in EVENT_KINDS if kind != "chunk")
 
 
 def _report_error() -> None:
@@ -89,13 +99,6 @@ def _guarded(method: _F) -> _F:
             return None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _text_so_far(pending: PendingReply) -> str:
-    # PendingReply.text compacts its parts in place, which would race with the thread that is
-    # appending chunks and could lose one. Copying the list is atomic, and joining the copy
-    # changes nothing that thread sees.
-    return "".join(tuple(pending._parts))
 
 
 def _count(number: int, noun: str) -> str:
@@ -197,9 +200,9 @@ class ChatPanel(widgets.VBox):
         self._turn_cache: dict[int, tuple[Turn, str]] = {}
         self._history_html = ""
         self._live: PendingReply | None = None
-        self._live_source = ""
-        self._live_clock = 0.0
+        #: (id, chunks) of the live reply as last shown, and its characters then.
         self._live_shown: tuple[int, int] | None = None
+        self._live_chars = 0
         self._notice = ""
         self._status_plain = True
         self._dirty = threading.Event()
@@ -383,11 +386,11 @@ class ChatPanel(widgets.VBox):
             self._turn_cache.clear()
             # Subscribing and looking at the reply in progress under the render lock: an
             # event that arrives meanwhile waits, and then finds a consistent view.
-            self._unsubscribe = conversation.subscribe(self._on_event)
+            # Not "chunk": the flusher looks at the live reply itself, so that a panel being
+            # open costs a streaming reply nothing per chunk.
+            self._unsubscribe = conversation.subscribe(self._on_event, kinds=_PANEL_EVENTS)
             pending = conversation.pending
             self._live = pending if pending is not None and not pending.recorded else None
-            self._live_source = pending.source if self._live is not None else ""
-            self._live_clock = time.monotonic()
             self._live_shown = None
             self._rebuild_history()
             self._show_transcript()
@@ -396,10 +399,6 @@ class ChatPanel(widgets.VBox):
 
     def _on_event(self, event: ConversationEvent) -> None:
         if event.conversation is not self._conversation or self._closed.is_set():
-            return
-        if event.kind == "chunk":
-            # Called once per chunk on the streaming thread: only mark the view dirty.
-            self._dirty.set()
             return
         try:
             self._handle_event(event)
@@ -413,8 +412,6 @@ class ChatPanel(widgets.VBox):
             self._notice = ""
             if kind == "turn_started":
                 self._live = self.conversation.pending
-                self._live_source = event.source or ""
-                self._live_clock = time.monotonic()
                 self._live_shown = None
                 self._dirty.set()
                 return
@@ -477,18 +474,11 @@ class ChatPanel(widgets.VBox):
         pending = self._live
         if pending is None or pending.recorded:
             return "", 0
-        last = self.conversation.last_turn
-        if last is not None and last.started == pending.started and last.prompt == pending.prompt:
-            # Recorded a moment ago; its turn_finished event is on its way.
-            return "", 0
-        text = _text_so_far(pending)
-        if self.fmt == "text" or len(text) > MARKDOWN_LIMIT:
-            body = render_reply(text, self.fmt)
-        else:
-            # Called under the render lock; one renderer per reply, reused as it grows.
-            if self._live_markdown[0] is not pending:
-                self._live_markdown = (pending, MarkdownStream())
-            body = self._live_markdown[1].live(text, budget=LIVE_MARKDOWN_LIMIT)
+        text = pending.text
+        # Called under the render lock; one renderer per reply, reused as it grows.
+        if self._live_markdown[0] is not pending:
+            self._live_markdown = (pending, MarkdownStream())
+        body = live_reply_html(text, self.fmt, self._live_markdown[1])
         state = "streaming…" if text else "waiting for the reply…"
         html_text = self._exchange_html(pending.prompt, pending.source, body, mark=state, live=True)
         return html_text, len(text)
@@ -502,17 +492,29 @@ class ChatPanel(widgets.VBox):
         return f'<div class="aivvm-transcript">{heading if title else ""}{body}</div>'
 
     def _show_transcript(self) -> None:
-        live_html, chars = self._live_html()
-        self._live_shown = (id(self._live), chars) if live_html else None
+        live = self._live
+        # Counted before the text is read: a chunk arriving meanwhile shows at the next look.
+        chunks = live.chunks if live is not None else 0
+        live_html, self._live_chars = self._live_html()
+        self._live_shown = (id(live), chunks) if live_html else None
         self.transcript.value = self._wrap(self._history_html + live_html)
 
+    def _live_grew(self) -> bool:
+        live = self._live
+        return live is not None and self._live_shown != (id(live), live.chunks)
+
     def _flusher(self) -> None:
+        ticked = 0.0
         while not self._closed.is_set():
             streaming = self._live is not None or self._has_waiting_job()
-            # While a reply streams, the status line ticks (elapsed time) even without chunks.
-            self._dirty.wait(TICK if streaming else None)
+            # While a reply streams, look for new text up to 20 times a second (chunks are
+            # not announced one by one), and tick the status line's elapsed time.
+            woken = self._dirty.wait(self._min_interval if streaming else None)
             if self._closed.is_set():
                 break
+            if not (woken or self._live_grew() or time.monotonic() - ticked >= TICK):
+                continue
+            ticked = time.monotonic()
             self._dirty.clear()
             began = time.monotonic()
             try:
@@ -527,19 +529,18 @@ class ChatPanel(widgets.VBox):
         with self._render_lock:
             pending = self._live
             if pending is not None and not pending.recorded:
-                shown = (id(pending), len(_text_so_far(pending)))
-                if shown != self._live_shown:
+                if self._live_grew():
                     self._show_transcript()
-                chars = self._live_shown[1] if self._live_shown else 0
+                chars = self._live_chars if self._live_shown else 0
                 job = self._running_job()
                 model = job.settings.model if job is not None else ""
                 state = "streaming…" if chars else "waiting…"
-                note = self._notice or ("from a cell" if self._live_source == "cell" else "")
+                note = self._notice or ("from a cell" if pending.source == "cell" else "")
                 self._set_status(
                     format_status(
                         model=model,
                         target=self._target,
-                        elapsed=time.monotonic() - self._live_clock,
+                        elapsed=pending.elapsed,
                         chars=chars,
                         state=state,
                         note=note,

@@ -953,3 +953,41 @@ def test_the_module_alone_uses_only_the_standard_library(module):
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_listener_may_leave_out_chunks_and_then_costs_the_reply_nothing_per_chunk():
+    conv = Conversation("kinds")
+    seen: list[str] = []
+    unsubscribe = conv.subscribe(
+        lambda e: seen.append(e.kind), kinds=["turn_started", "turn_finished"]
+    )
+    with conv.streaming("Hi", "cell") as reply:
+        # Nobody wants chunks: the sink is the bare append, no event per chunk.
+        assert reply.sink != reply.add
+        reply.sink("Hel")
+        reply.add("lo")
+        assert reply.chunks == 2 and reply.elapsed >= 0
+        reply.record(model="m", temperature=0.7, system="")
+    assert seen == ["turn_started", "turn_finished"]
+    assert conv.turns[-1].reply == "Hello"
+    chunks: list[str] = []
+    conv.subscribe(lambda e: chunks.append(e.text), kinds=["chunk"])
+    with conv.streaming("Again", "cell") as reply:
+        assert reply.sink == reply.add  # someone listens for chunks now
+        reply.sink("one ")
+        reply.sink("two")
+        reply.record(model="m", temperature=0.7, system="")
+    assert chunks == ["one ", "two"]
+    unsubscribe()
+    with pytest.raises(ValueError, match="unknown event kinds"):
+        conv.subscribe(print, kinds=["chunk", "nonsense"])
+
+
+def test_listeners_see_the_reply_recorded_when_they_hear_of_its_turn():
+    conv = Conversation("order")
+    states: list[bool] = []
+    with conv.streaming("Hi", "cell") as reply:
+        conv.subscribe(lambda e: states.append(reply.recorded), kinds=["turn_finished"])
+        reply.add("Hello")
+        reply.record(model="m", temperature=0.7, system="")
+    assert states == [True]

@@ -59,6 +59,15 @@ def render_live(text: str, fmt: str) -> str:
     return f"<p><em>{html.escape(note)}</em></p>{render_text(text[-LIVE_TAIL:])}"
 
 
+def live_reply_html(text: str, fmt: str, markdown: MarkdownStream | None) -> str:
+    """Safe HTML for the live view of a reply still arriving: markdown rendered by the reply's
+    own ``markdown`` stream (only its unfinished block again), or for the plain-text format, a
+    reply over ``MARKDOWN_LIMIT`` or no stream, :func:`render_live`."""
+    if markdown is not None and fmt != "text" and len(text) <= MARKDOWN_LIMIT:
+        return markdown.live(text, budget=LIVE_MARKDOWN_LIMIT)
+    return render_live(text, fmt)
+
+
 def format_status(
     *, model: str, target: str, elapsed: float, chars: int, state: str, note: str = ""
 ) -> str:
@@ -294,11 +303,6 @@ class StreamingDisplay:
         )
         return _wrap(reply_html, line)
 
-    def _render_live(self, text: str) -> str:
-        if self._markdown is not None and len(text) <= MARKDOWN_LIMIT:
-            return self._markdown.live(text, budget=LIVE_MARKDOWN_LIMIT)
-        return render_live(text, self.fmt)
-
     def _flusher(self) -> None:
         # The flusher polls the list of chunks instead of being told of each one: telling it
         # would cost every chunk a call and a lock, and a reply can bring tens of thousands.
@@ -323,7 +327,7 @@ class StreamingDisplay:
                     shown = count
                     text = "".join(self._parts[:count])
                     chars = len(text)
-                    reply_html = self._render_live(text)
+                    reply_html = live_reply_html(text, self.fmt, self._markdown)
                     self._notice = ""
                 notice = self._notice
                 state = "waiting…" if count == 0 else "streaming…"
