@@ -66,10 +66,6 @@ def describe_error(exc: BaseException | None) -> str:
     return text.splitlines()[0][:300]
 
 
-def _discard(chunk: str) -> None:
-    pass
-
-
 class TurnRunner:
     """Runs one turn on ``conversation``; ``stop()`` from any thread ends it early.
 
@@ -173,11 +169,12 @@ class TurnRunner:
             if self._stopped.is_set():
                 reply.stop()
             with reply:
-                # The per-chunk path of every reply: two plain calls, no wrappers.
-                keep_chunk, show_chunk = keep or _discard, on_chunk or _discard
+                # The per-chunk path of every reply: at most two plain calls, no wrappers.
                 for chunk in reply:
-                    keep_chunk(chunk)
-                    show_chunk(chunk)
+                    if keep is not None:
+                        keep(chunk)
+                    if on_chunk is not None:
+                        on_chunk(chunk)
             outcome.complete = True
         except BaseException as exc:  # noqa: BLE001 - interrupts too: keep what arrived
             outcome.error = exc

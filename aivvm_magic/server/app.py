@@ -21,7 +21,6 @@ import queue
 import re
 import select
 import socket
-import socketserver
 import sys
 import threading
 import time
@@ -29,7 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from ..protocol import CHAT_FIELDS, CHAT_PATH, MODELS_PATH, models
@@ -62,13 +61,13 @@ _ROLES = ("user", "assistant")
 # JavaScript server, the reply shows each as U+FFFD rather than failing mid-stream.
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
-# Allowed methods per path; anything else on a known path is a 405.
-_ROUTES: dict[str, tuple[str, ...]] = {
-    CHAT_PATH: ("POST",),
-    MODELS_PATH: ("GET", "POST"),
-    HEALTH_PATH: ("GET",),
-    openai_routes.COMPLETIONS_PATH: ("POST",),
-    openai_routes.MODELS_PATH: ("GET",),
+# Per path: the allowed methods (anything else on a known path is a 405) and the handler.
+_ROUTES: dict[str, tuple[tuple[str, ...], str]] = {
+    CHAT_PATH: (("POST",), "_handle_chat"),
+    MODELS_PATH: (("GET", "POST"), "_handle_models"),
+    HEALTH_PATH: (("GET",), "_handle_health"),
+    openai_routes.COMPLETIONS_PATH: (("POST",), "_handle_openai_chat"),
+    openai_routes.MODELS_PATH: (("GET",), "_handle_openai_models"),
 }
 
 
@@ -116,11 +115,6 @@ def _short(value: Any, limit: int = 40) -> str:
     """``repr(value)`` cut to ``limit`` characters, so an error reason stays one short line."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _is_number(value: Any) -> bool:
-    # bool is an int subclass, but ``"temperature": true`` is not a temperature.
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def redact_body(body: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +171,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
         raise BadRequest("'prompt' must be a string")
 
     temperature = body["temperature"]
-    if not _is_number(temperature):
+    if not openai_routes.is_number(temperature):
         raise BadRequest("'temperature' must be a number")
     if not (math.isfinite(temperature) and 0 <= temperature <= 2):
         raise BadRequest("'temperature' must be between 0 and 2")
@@ -199,7 +193,7 @@ class _BodyError(Exception):
         self.reason = reason
 
 
-class ChatServer(socketserver.ThreadingMixIn, HTTPServer):
+class ChatServer(ThreadingHTTPServer):
     """An HTTP server that answers the Aivvm API, and OpenAI's chat API, with one engine.
 
     Each connection gets a daemon thread, so a stuck client never blocks shutdown. The server
@@ -207,8 +201,6 @@ class ChatServer(socketserver.ThreadingMixIn, HTTPServer):
     keep-alive connections promptly when it is closed.
     """
 
-    daemon_threads = True
-    allow_reuse_address = True
     # Room for a burst of clients connecting at once before their threads start.
     request_queue_size = 128
 
@@ -612,14 +604,15 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         """Answer a request of any method: the route, or a 404 or a 405."""
         path = self._route_path()
-        allowed = _ROUTES.get(path)
-        if allowed is None:
+        route = _ROUTES.get(path)
+        if route is None:
             self._discard_body()
             if _is_openai_path(path):
                 self._refuse(HTTPStatus.NOT_FOUND, f"Invalid URL ({self.command} {path[:200]})")
             else:
                 self._refuse(HTTPStatus.NOT_FOUND, "Not found")
             return
+        allowed, handler = route
         if self.command not in allowed:
             self._discard_body()
             self._refuse(
@@ -631,16 +624,7 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
         if self.command in ("GET", "HEAD"):
             # Such a request may still carry a body; it must be read for the next to parse.
             self._discard_body()
-        if path == CHAT_PATH:
-            self._handle_chat()
-        elif path == MODELS_PATH:
-            self._handle_models()
-        elif path == openai_routes.COMPLETIONS_PATH:
-            self._handle_openai_chat()
-        elif path == openai_routes.MODELS_PATH:
-            self._handle_openai_models()
-        else:
-            self._handle_health()
+        getattr(self, handler)()
 
     # One router for every method, so a method a path does not take is a 405 (not the 501
     # http.server gives for methods it has no do_* for).

@@ -126,7 +126,7 @@ class CompletionRequest:
     include_usage: bool = False
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     # bool is an int subclass, but ``"temperature": true`` is not a temperature.
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -136,7 +136,7 @@ def _number_between(body: dict[str, Any], name: str, low: float, high: float) ->
     value = body.get(name)
     if value is None:
         return None
-    if not (_is_number(value) and math.isfinite(value) and low <= value <= high):
+    if not (is_number(value) and math.isfinite(value) and low <= value <= high):
         raise OpenAIError(f"'{name}' must be a number between {low:g} and {high:g}", param=name)
     return float(value)
 
@@ -314,12 +314,10 @@ class CompletionWriter:
         self.request = request
         self.id = "chatcmpl-" + secrets.token_hex(12)
         self.created = int(time.time()) if created is None else created
-        self._pieces = 0
         self._text: list[str] = []
 
     def add(self, text: str) -> None:
         """Remember a piece of the reply (for the whole answer and the usage counts)."""
-        self._pieces += 1
         self._text.append(text)
 
     def usage(self) -> dict[str, int]:
@@ -329,8 +327,8 @@ class CompletionWriter:
         prompt_tokens = _approximate_tokens(prompt_chars)
         return {
             "prompt_tokens": prompt_tokens,
-            "completion_tokens": self._pieces,
-            "total_tokens": prompt_tokens + self._pieces,
+            "completion_tokens": len(self._text),
+            "total_tokens": prompt_tokens + len(self._text),
         }
 
     def _chunk(
