@@ -6,7 +6,6 @@ fields; the reply is bare UTF-8 text streamed until the body ends.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, ClassVar
 
@@ -14,10 +13,9 @@ import requests
 
 from .. import protocol
 from ..protocol import models
-from ..secret_types import SecretBytes, hidden
-from .base import AbstractProvider, CreateResult, Messages
+from ..secret_types import hidden
+from .base import AbstractProvider, CreateResult, Messages, wire_message
 from .errors import ProviderError
-from .reply import StreamControl, StreamingReply
 from .transport import (
     USER_AGENT,
     RetryCallback,
@@ -25,7 +23,7 @@ from .transport import (
     Timeouts,
     get_json,
     normalise_base_url,
-    stream_text,
+    post_reply,
 )
 
 __all__ = ["Aivvm", "models"]
@@ -102,21 +100,15 @@ class Aivvm(AbstractProvider):
         ``read_timeout`` bounds the wait for the first byte and every gap between chunks.
         """
         model_info = protocol.resolve_model(model)
-        url = cls.base_url(base_url) + protocol.CHAT_PATH
+        origin = cls.base_url(base_url)
         secret = hidden(cls._key(key))
-        body = SecretBytes(
-            json.dumps(
-                {
-                    "model": model_info,
-                    "messages": [_message(m) for m in messages],
-                    "key": secret,
-                    "prompt": system_message,
-                    "temperature": float(temperature),
-                },
-                ensure_ascii=False,
-            ).encode("utf-8")
-        )
-        origin = url[: -len(protocol.CHAT_PATH)]
+        payload = {
+            "model": model_info,
+            "messages": [wire_message(m) for m in messages],
+            "key": secret,
+            "prompt": system_message,
+            "temperature": float(temperature),
+        }
         # The original client's browser-like headers, less the fetch metadata no server needs.
         headers = {
             "Content-Type": "application/json",
@@ -126,19 +118,16 @@ class Aivvm(AbstractProvider):
             "Referer": origin + "/",
             "Origin": origin,
         }
-        control = StreamControl()
-        chunks = stream_text(
-            url,
-            body,
+        reply = post_reply(
+            origin + protocol.CHAT_PATH,
+            payload,
             headers=headers,
             secret=secret,
             timeouts=Timeouts(connect_timeout, read_timeout),
             retry=RetryPolicy(retries, backoff, max_retry_wait),
             session=session,
             on_retry=on_retry,
-            control=control,
         )
-        reply = StreamingReply(chunks, control)
         return reply if stream else reply.text()
 
     @classmethod
@@ -178,8 +167,3 @@ class Aivvm(AbstractProvider):
                 data = None
         cls.working = isinstance(data, list)
         return cls.working
-
-
-def _message(message: dict[str, str]) -> dict[str, str]:
-    # Only the two fields the protocol knows; extra keys (ids, metadata) stay here.
-    return {"role": message["role"], "content": message["content"]}

@@ -49,3 +49,9 @@ class AbstractProvider(ABC):
             if getattr(cls, name)
         ]
         return f"{cls.__name__} ({cls.url}): {', '.join(flags) or 'no features'}"
+
+
+def wire_message(message: dict[str, str]) -> dict[str, str]:
+    """A message as the chat APIs take it: only ``role`` and ``content``, so that extra keys
+    a caller keeps (ids, metadata) stay on this side."""
+    return {"role": message["role"], "content": message["content"]}

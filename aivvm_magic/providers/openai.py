@@ -18,10 +18,10 @@ from typing import Any, ClassVar
 import requests
 
 from .. import protocol
-from ..secret_types import SecretBytes, hidden
-from .base import AbstractProvider, CreateResult, Messages
+from ..secret_types import hidden
+from .base import AbstractProvider, CreateResult, Messages, wire_message
 from .errors import IncompleteReply, ProviderError
-from .reply import StreamControl, StreamingReply
+from .reply import StreamControl
 from .sse import SSEParser
 from .transport import (
     USER_AGENT,
@@ -30,11 +30,15 @@ from .transport import (
     Timeouts,
     get_json,
     normalise_base_url,
+    post_reply,
     redact,
-    stream_text,
 )
 
 __all__ = ["OpenAICompatible", "StreamError"]
+
+#: The OpenAI API's paths, under the base URL (which ends in ``/v1``).
+CHAT_PATH = "/chat/completions"
+MODELS_PATH = "/models"
 
 DONE = "[DONE]"
 
@@ -114,36 +118,27 @@ class OpenAICompatible(AbstractProvider):
         ``IncompleteReply``) with the partial text.
         """
         model_id = cls.validate_model(model)
-        url = cls.base_url(base_url) + "/chat/completions"
         secret = hidden(cls._key(key))
         chat = [{"role": "system", "content": system_message}] if system_message else []
-        chat += [{"role": m["role"], "content": m["content"]} for m in messages]
-        body = SecretBytes(
-            json.dumps(
-                {"model": model_id, "messages": chat, "stream": True, "temperature": temperature},
-                ensure_ascii=False,
-            ).encode("utf-8")
-        )
+        chat += [wire_message(m) for m in messages]
+        payload = {"model": model_id, "messages": chat, "stream": True, "temperature": temperature}
         headers = {
             "Content-Type": "application/json",
             "Accept": "text/event-stream",
             "User-Agent": USER_AGENT,
+            **_auth(secret),
         }
-        if secret:
-            headers["Authorization"] = hidden(f"Bearer {secret}")
-        control = StreamControl()
-        text = stream_text(
-            url,
-            body,
+        reply = post_reply(
+            cls.base_url(base_url) + CHAT_PATH,
+            payload,
             headers=headers,
             secret=secret,
             timeouts=Timeouts(connect_timeout, read_timeout),
             retry=RetryPolicy(retries, backoff, max_retry_wait),
             session=session,
             on_retry=on_retry,
-            control=control,
+            parse=_contents,
         )
-        reply = StreamingReply(_contents(text, secret, control), control)
         return reply if stream else reply.text()
 
     @classmethod
@@ -151,7 +146,7 @@ class OpenAICompatible(AbstractProvider):
         cls, base_url: str | None = None, key: str | None = None, timeout: float = 5.0
     ) -> list[dict[str, Any]]:
         """The models the endpoint serves (``GET /models``), as ``{"id", "name"}`` dicts."""
-        url = cls.base_url(base_url) + "/models"
+        url = cls.base_url(base_url) + MODELS_PATH
         secret = hidden(cls._key(key))
         try:
             data = get_json(url, timeout=timeout, secret=secret, headers=_auth(secret))
@@ -170,7 +165,7 @@ class OpenAICompatible(AbstractProvider):
     @classmethod
     def check(cls, base_url: str | None = None, timeout: float = 5.0) -> bool:
         """Probe ``GET /models``; set and return ``working``."""
-        url = cls.base_url(base_url) + "/models"
+        url = cls.base_url(base_url) + MODELS_PATH
         try:
             data = get_json(url, timeout=timeout, headers=_auth(cls._key(None)))
         except ProviderError:

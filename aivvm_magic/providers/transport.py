@@ -31,6 +31,7 @@ import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
+from ..secret_types import SecretBytes
 from .decoding import TextDecoder
 from .errors import (
     APIError,
@@ -40,7 +41,7 @@ from .errors import (
     RedirectRefused,
     ReplyTimeout,
 )
-from .reply import StreamControl
+from .reply import StreamControl, StreamingReply
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -321,6 +322,40 @@ def iter_body(response: requests.Response, url: str, read_timeout: float) -> Ite
             yield data
     finally:
         response.close()
+
+
+def post_reply(
+    url: str,
+    payload: dict[str, Any],
+    *,
+    headers: dict[str, str],
+    secret: str,
+    timeouts: Timeouts,
+    retry: RetryPolicy,
+    session: requests.Session | None,
+    on_retry: RetryCallback | None,
+    parse: Callable[[Iterator[str], str, StreamControl], Iterator[str]] | None = None,
+) -> StreamingReply:
+    """POST ``payload`` as UTF-8 JSON; the lazy :class:`StreamingReply` of the answer's text.
+
+    ``parse(text, secret, control)`` turns the body's text into the reply's (an event stream
+    into its contents, say); without it the body is the reply. The body holds the key in
+    some protocols, so it is kept as :class:`SecretBytes`.
+    """
+    body = SecretBytes(json.dumps(payload, ensure_ascii=False).encode("utf-8"))
+    control = StreamControl()
+    text = stream_text(
+        url,
+        body,
+        headers=headers,
+        secret=secret,
+        timeouts=timeouts,
+        retry=retry,
+        session=session,
+        on_retry=on_retry,
+        control=control,
+    )
+    return StreamingReply(text if parse is None else parse(text, secret, control), control)
 
 
 def stream_text(
