@@ -41,6 +41,7 @@ from aivvm_magic.server import (
     start_server,
 )
 from aivvm_magic.server.engines import split_words
+from tests.serverkit import FailingEngine, decode_chunked, raw_exchange
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -68,35 +69,11 @@ def post_chat(url: str, body: Any, **kwargs: Any) -> requests.Response:
     return requests.post(url + CHAT_PATH, json=body, timeout=TIMEOUT, **kwargs)
 
 
-def raw_exchange(srv: ServerHandle, request: bytes) -> bytes:
-    """Send raw bytes on a fresh connection and read until the server closes it."""
-    with socket.create_connection((srv.host, srv.port), timeout=TIMEOUT) as sock:
-        sock.sendall(request)
-        received = b""
-        while data := sock.recv(65536):
-            received += data
-    return received
-
-
 def raw_chat_request(body: bytes, version: str = "HTTP/1.1") -> bytes:
     return (
         f"POST {CHAT_PATH} {version}\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode() + body
-
-
-def decode_chunked(payload: bytes) -> tuple[list[bytes], bool]:
-    """Split a chunked body into its chunks; also say whether the terminator was there."""
-    chunks = []
-    while payload:
-        size_line, _, payload = payload.partition(b"\r\n")
-        size = int(size_line, 16)
-        if size == 0:
-            return chunks, payload == b"\r\n"
-        chunks.append(payload[:size])
-        assert payload[size : size + 2] == b"\r\n"
-        payload = payload[size + 2 :]
-    return chunks, False
 
 
 @pytest.fixture
@@ -373,20 +350,6 @@ def test_close_ends_an_open_stream_promptly() -> None:
     srv.close()  # idempotent
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(srv.url + "/api/health", timeout=TIMEOUT)
-
-
-class FailingEngine(Engine):
-    """Fails after ``after`` pieces."""
-
-    name = "failing"
-
-    def __init__(self, after: int) -> None:
-        self.after = after
-
-    def generate(self, request: ChatRequest) -> Iterator[str]:
-        for index in range(self.after):
-            yield f"piece{index} "
-        raise RuntimeError("the model fell over")
 
 
 class FloodEngine(Engine):

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from aivvm_magic.protocol import CHAT_PATH, DEFAULT_SYSTEM_MESSAGE, DEFAULT_TEMPERATURE, models
-from aivvm_magic.server import ChatRequest, EchoEngine, Engine, ServerHandle, start_server
+from aivvm_magic.server import ChatRequest, EchoEngine, ServerHandle, start_server
 from aivvm_magic.server.engines import split_words
 from aivvm_magic.server.openai_routes import (
     COMPLETIONS_PATH,
@@ -27,6 +27,7 @@ from aivvm_magic.server.openai_routes import (
     bearer_token,
     parse_completion_request,
 )
+from tests.serverkit import FailingEngine, decode_chunked, raw_exchange, split_response
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -87,38 +88,6 @@ def raw_request(
     return head.encode() + body
 
 
-def raw_exchange(srv: ServerHandle, request: bytes) -> bytes:
-    """Send raw bytes on a fresh connection and read until the server closes it."""
-    with socket.create_connection((srv.host, srv.port), timeout=TIMEOUT) as sock:
-        sock.sendall(request)
-        received = b""
-        while data := sock.recv(65536):
-            received += data
-    return received
-
-
-def split_response(raw: bytes) -> tuple[str, dict[str, str], bytes]:
-    """Status line, lower-cased headers and body of a raw HTTP response."""
-    head, _, payload = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    return lines[0], headers, payload
-
-
-def decode_chunked(payload: bytes) -> tuple[list[bytes], bool]:
-    """Split a chunked body into its chunks; also say whether the terminator was there."""
-    chunks = []
-    while payload:
-        size_line, _, payload = payload.partition(b"\r\n")
-        size = int(size_line, 16)
-        if size == 0:
-            return chunks, payload == b"\r\n"
-        chunks.append(payload[:size])
-        assert payload[size : size + 2] == b"\r\n"
-        payload = payload[size + 2 :]
-    return chunks, False
-
-
 def assert_openai_error(response: requests.Response, status: int, param: str | None = None):
     """Check the status and OpenAI's error shape; return the error object."""
     assert response.status_code == status, response.text
@@ -159,20 +128,6 @@ class RecordingEcho(EchoEngine):
         except GeneratorExit:
             self.closed.set()
             raise
-
-
-class FailingEngine(Engine):
-    """Fails after ``after`` pieces."""
-
-    name = "failing"
-
-    def __init__(self, after: int) -> None:
-        self.after = after
-
-    def generate(self, request: ChatRequest) -> Iterator[str]:
-        for index in range(self.after):
-            yield f"piece{index} "
-        raise RuntimeError("the model fell over")
 
 
 # -- streaming --------------------------------------------------------------------------------
