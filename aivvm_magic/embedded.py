@@ -17,6 +17,9 @@ import os
 import threading
 from typing import Any
 
+# The variable naming the local engine's model; spelled out so that no server module loads.
+_MODEL_ENV = "AIVVM_LOCAL_MODEL"
+
 __all__ = [
     "close_all",
     "default_engine",
@@ -27,7 +30,12 @@ __all__ = [
 ]
 
 _lock = threading.Lock()
-_servers: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
+_ServerKey = tuple[str, tuple[tuple[str, Any], ...]]
+_servers: dict[_ServerKey, Any] = {}
+# The server each request without an engine got, by its options and $AIVVM_LOCAL_MODEL:
+# choosing the default looks for the model file among installed packages, which every cell
+# would otherwise repeat.
+_defaults: dict[tuple[_ServerKey, str], _ServerKey] = {}
 
 
 def local_unavailable_reason(model_path: str | os.PathLike[str] | None = None) -> str | None:
@@ -71,12 +79,15 @@ def embedded_server(engine: str = "", **options: Any) -> Any:
     """
     from .server import start_server
 
-    name = engine or ("local" if options.get("model_path") else default_engine())
-    key = (name, tuple(sorted(options.items())))
+    requested = ((engine, tuple(sorted(options.items()))), os.environ.get(_MODEL_ENV, ""))
     with _lock:
+        key = _defaults.get(requested) if not engine else requested[0]
+        if key is None:
+            name = "local" if options.get("model_path") else default_engine()
+            key = _defaults[requested] = (name, requested[0][1])
         server = _servers.get(key)
         if server is None:
-            server = start_server(engine=name, **options)
+            server = start_server(engine=key[0], **options)
             _servers[key] = server
         return server
 
@@ -107,6 +118,7 @@ def close_all() -> None:
     with _lock:
         servers = list(_servers.values())
         _servers.clear()
+        _defaults.clear()
     for server in servers:
         server.close()
 

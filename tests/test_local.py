@@ -360,3 +360,19 @@ def test_local_model_path_traitlet_reaches_the_embedded_server(tmp_path):
     finally:
         shell.run_line_magic("unload_ext", "aivvm_magic")
         shell.config.pop("AivvmMagics", None)
+
+
+def test_the_default_engine_is_chosen_once_for_each_request(monkeypatch, tmp_path):
+    """Choosing the default looks for a model file: done on the first cell, not on every one,
+    and again when $AIVVM_LOCAL_MODEL names another model."""
+    embedded.close_all()
+    try:
+        monkeypatch.setenv("AIVVM_LOCAL_MODEL", str(tmp_path / "missing.gguf"))
+        first = embedded.embedded_server()
+        assert embedded.embedded_server() is first and first.engine.name == "echo"
+        assert len(embedded._defaults) == 1
+        monkeypatch.setenv("AIVVM_LOCAL_MODEL", str(tmp_path / "other.gguf"))
+        assert embedded.embedded_server() is first  # echo again, the same server
+        assert len(embedded._defaults) == 2
+    finally:
+        embedded.close_all()
