@@ -22,7 +22,6 @@ so a notebook opened without a kernel (or on GitHub) still shows the conversatio
 from __future__ import annotations
 
 import functools
-import html
 import logging
 import os
 import threading
@@ -50,6 +49,7 @@ from .rendering.display import (
     format_status,
     live_reply_html,
     render_reply,
+    status_html,
 )
 from .rendering.incremental import MarkdownStream
 from .rendering.markdown import render_text
@@ -453,9 +453,7 @@ class ChatPanel(widgets.VBox):
         """One prompt and its reply; ``mark`` is a short line under the reply."""
         who = "You" if source == "panel" else "You, in a cell"
         live_class = " aivvm-live" if live else ""
-        mark_html = (
-            f'<div class="aivvm-status"><small>{html.escape(mark)}</small></div>' if mark else ""
-        )
+        mark_html = status_html(mark) if mark else ""
         return (
             f'<div class="aivvm-turn"><div class="aivvm-prompt"><strong>{who}</strong>'
             f"{render_text(prompt)}</div><strong>Assistant</strong>"
@@ -488,7 +486,7 @@ class ChatPanel(widgets.VBox):
         # Plain tags and classes only, like the cells' output: no <style> or style attributes,
         # which GitHub, nbviewer and untrusted notebooks strip, so it looks alike everywhere.
         body = body or '<div class="aivvm-empty"><small>No messages yet.</small></div>'
-        heading = f'<div class="aivvm-status"><small>{html.escape(title)}</small></div>'
+        heading = status_html(title)
         return f'<div class="aivvm-transcript">{heading if title else ""}{body}</div>'
 
     def _show_transcript(self) -> None:
@@ -551,12 +549,9 @@ class ChatPanel(widgets.VBox):
 
     def _set_status(self, line: str, warn: bool = False, *, plain: bool = False) -> None:
         """Show ``line``; ``plain`` marks a bare "ready" line that may be redrawn later."""
-        mark = "⚠ " if warn else ""
         with self._render_lock:
             self._status_plain = plain
-            self.status.value = (
-                f'<div class="aivvm-status"><small>{mark}{html.escape(line)}</small></div>'
-            )
+            self.status.value = status_html(line, warn=warn)
 
     def _state_line(self, state: str, note: str = "") -> str:
         # For states without a reply to measure: no elapsed time or character count.

@@ -81,14 +81,22 @@ def format_status(
     return line
 
 
-def _wrap(reply_html: str, status: str, *, warn: bool = False) -> str:
+def status_html(line: str, *, warn: bool = False) -> str:
+    """A status line as HTML, marked ⚠ when ``warn``; shared by the cells and the panel."""
     # Plain tags and classes only: no <style> or style attributes, which sanitisers (GitHub,
     # nbviewer, an untrusted notebook) strip anyway, so the output looks the same everywhere.
     mark = "⚠ " if warn else ""
-    return (
-        f'<div class="aivvm-reply">{reply_html}</div>'
-        f'<div class="aivvm-status"><small>{mark}{html.escape(status)}</small></div>'
-    )
+    return f'<div class="aivvm-status"><small>{mark}{html.escape(line)}</small></div>'
+
+
+def _wrap(reply_html: str, status: str, *, warn: bool = False) -> str:
+    return f'<div class="aivvm-reply">{reply_html}</div>{status_html(status, warn=warn)}'
+
+
+def close_widget(widget: Any) -> None:
+    """Close ``widget`` and the layout and style models it owns, freeing their comms."""
+    for model in (widget, widget.layout, widget.style):
+        model.close()
 
 
 class _WidgetPool:
@@ -130,8 +138,7 @@ class _WidgetPool:
         with self._lock:
             idle, self._idle = self._idle, []
         for widget in idle:
-            for model in (widget, widget.layout, widget.style):
-                model.close()
+            close_widget(widget)
 
     def __len__(self) -> int:
         return len(self._idle)
@@ -278,8 +285,7 @@ class StreamingDisplay:
         self.updates += 1
         # The live widget is no longer shown anywhere: it waits, cleared, for the next reply.
         if stuck:
-            for model in (self._widget, self._widget.layout, self._widget.style):
-                model.close()
+            close_widget(self._widget)
         else:
             widget_pool.give_back(self._widget)
 
