@@ -174,6 +174,7 @@ def server_process(delay: float = 0.0) -> Iterator[str]:
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
+        assert line.startswith("Serving"), f"the server did not start: {line!r}"
         yield line.split()[-1]
     finally:
         proc.terminate()
