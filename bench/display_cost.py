@@ -112,10 +112,9 @@ def busiest_second(stamps: list[float]) -> int:
 
 
 def table(title: str, rows: list[dict[str, object]], targets: bool = True) -> list[str]:
-    base = rows[0]["wall"]
     out = [
         f"### {title}\n",
-        "| cell | wall s | vs provider | kernel CPU s | iopub msgs | display updates "
+        "| cell | wall s | vs provider (paired) | kernel CPU s | iopub msgs | display updates "
         "| most in any 1 s | iopub MB | bytes / (reply × updates) | targets |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
@@ -125,12 +124,12 @@ def table(title: str, rows: list[dict[str, object]], targets: bool = True) -> li
         if str(r["label"]).startswith("%%aivvm") and targets:
             checks = [
                 ("≤ 25 updates in any 1 s", r["per_s"] <= 25),
-                ("wall ≤ 1.10", r["wall"] / base <= 1.10),
+                ("wall ≤ 1.10", r["ratio"] <= 1.10),
                 ("bytes factor ≤ 3", factor <= 3),
             ]
             verdict = "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in checks)
         out.append(
-            f"| {r['label']} | {r['wall']:.2f} | {r['wall'] / base:.2f} | {r['cpu']:.2f} | "
+            f"| {r['label']} | {r['wall']:.2f} | {r['ratio']:.2f} | {r['cpu']:.2f} | "
             f"{r['messages']:,} | {r['updates']:,} | {r['per_s']} | "
             f"{r['bytes'] / 1e6:.1f} | {factor:.2f} | {verdict} |"
         )
@@ -158,7 +157,15 @@ def scenario(
     for _ in range(repeat):
         for label, body in cells:
             runs[label].append(measure(kernel, label, body.format(url=url), len(prompt)))
-    return [sorted(r, key=lambda x: x["wall"])[len(r) // 2] for r in runs.values()]
+    rows = [sorted(r, key=lambda x: x["wall"])[len(r) // 2] for r in runs.values()]
+    # The ratio to the provider is taken within each round, where both cells met the same
+    # load on the machine, and its median reported: steadier than a ratio of two medians.
+    base = runs["provider alone"]
+    for row, label in zip(rows, runs, strict=True):
+        pairs = zip(runs[label], base, strict=True)
+        ratios = sorted(run["wall"] / alone["wall"] for run, alone in pairs)
+        row["ratio"] = ratios[len(ratios) // 2]
+    return rows
 
 
 @contextlib.contextmanager
