@@ -90,7 +90,7 @@ def _require_str(name: str, value: object, *, optional: bool = False) -> None:
     if isinstance(value, str):
         # JSON's \ud800 escapes decode to lone surrogates, which no UTF-8 request body or
         # export can hold: refuse them here, before they poison a conversation.
-        if _LONE_SURROGATE.search(value):
+        if not value.isascii() and _LONE_SURROGATE.search(value):
             raise ValueError(f"field {name!r} holds a lone surrogate, which is not valid text")
         return
     if optional and value is None:

@@ -659,6 +659,10 @@ def test_a_write_that_fails_midway_leaves_the_old_file_and_no_temporary(tmp_path
 def test_a_lone_surrogate_is_refused_when_a_turn_is_made():
     with pytest.raises(ValueError, match="surrogate"):
         make_turn(reply="broken \ud800")
+    with pytest.raises(ValueError, match="surrogate"):
+        make_turn(prompt="日本語 \udfff")
+    # Text outside the BMP is stored as one code point, not as a surrogate pair.
+    assert make_turn(reply="日本語 😀").reply == "日本語 😀"
 
 
 def test_a_full_disk_midway_leaves_the_old_file_and_no_temporary(tmp_path):

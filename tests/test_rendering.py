@@ -166,6 +166,14 @@ def test_blockquote_and_rule() -> None:
     assert {"blockquote", "hr", "p"} <= parsed.tags
 
 
+def test_carriage_returns_and_nul_are_normalised_as_commonmark_says() -> None:
+    # CommonMark: CRLF and a lone CR end a line; U+0000 becomes U+FFFD.
+    assert render_markdown("a\r\nb\rc\0d") == render_markdown("a\nb\nc\ufffdd")
+    html = render_markdown("```\r\ncode\r\n```\r\n\r\n- one\r- two")
+    assert html == render_markdown("```\ncode\n```\n\n- one\n- two")
+    assert "<code>code\n</code>" in html and "<li>two</li>" in html and "\r" not in html
+
+
 def test_unicode_is_intact() -> None:
     text = "Привет, мир! 你好 🙂 naïve café — ½ ∑ 🇺🇦"
     parsed = assert_safe(render_markdown(f"**{text}**"))
