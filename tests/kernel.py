@@ -33,19 +33,27 @@ class Execution:
         ]
 
     def widget_released(self) -> bool:
-        """Whether the live widget was cleared after its view gave way to the static bundle.
+        """Whether no live widget still holds this reply once the static bundle replaced it.
 
         Live widgets are pooled: the one that showed this reply waits, emptied, for the next.
+        A reply that ended before its widget was shown may never have set the widget at all.
         """
         last_display = max(
             i
             for i, m in enumerate(self.messages)
             if m["msg_type"] in ("display_data", "update_display_data")
         )
-        return any(
-            m["msg_type"] == "comm_msg" and m["content"]["data"].get("state", {}).get("value") == ""
-            for m in self.messages[last_display:]
-        )
+
+        def value(m: dict[str, Any]) -> Any:
+            if m["msg_type"] != "comm_msg":
+                return None
+            return m["content"]["data"].get("state", {}).get("value")
+
+        values = [value(m) for m in self.messages]
+        filled = [i for i, v in enumerate(values) if v]
+        if not filled:
+            return True
+        return any(v == "" for v in values[max(filled[-1], last_display) :])
 
     def final_bundle(self) -> dict[str, Any]:
         """The data of the last display update (the static bundle a saved notebook keeps)."""

@@ -828,8 +828,8 @@ def test_every_fault_in_a_kernel_leaves_it_alive_and_the_next_cell_working(kerne
             (error,) = run.of_type("error")
             (line,) = error["content"]["traceback"]
             assert expected_cell_message(case, server.url + "/api/chat") in line, line
-            # A live widget first, then the static bundle; the widget is cleared for reuse.
-            assert WIDGET_VIEW in run.of_type("display_data")[0]["content"]["data"]
+            # The static bundle last (a fault quicker than the live widget's first showing has
+            # no widget before it); the widget is cleared for reuse.
             bundle = run.final_bundle()
             assert WIDGET_VIEW not in bundle and run.widget_released()
             plain = bundle["text/plain"]

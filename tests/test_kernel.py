@@ -10,6 +10,7 @@ import pytest
 
 from aivvm_magic.server import start_server
 from tests.conftest import CANARY
+from tests.faultserver import Raw
 from tests.htmlcheck import assert_safe
 from tests.kernel import WIDGET_VIEW, Kernel
 
@@ -79,6 +80,22 @@ def test_reply_streams_into_a_widget_then_leaves_a_static_bundle(kernel, slow):
     shown = again.of_type("display_data")[0]["content"]["data"][WIDGET_VIEW]["model_id"]
     assert shown == first[WIDGET_VIEW]["model_id"]
     assert again.final_bundle()["text/plain"] == words
+
+
+def test_a_reply_slow_to_start_shows_a_waiting_status_first(kernel, fault):
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    fault.enqueue(Raw(head, b"5\r\nhello\r\n0\r\n\r\n", delay=0.5, keep_alive=True))
+    run = kernel.execute(f"%%aivvm --base-url {fault.url}\nhi")
+    assert run.status == "ok", run.reply
+    assert WIDGET_VIEW in run.of_type("display_data")[0]["content"]["data"]
+    values = state_values(run)
+    # Shown (well) before the first chunk arrives, with nothing but its status.
+    assert "waiting…" in values[0] and "hello" not in values[0]
+    assert run.final_bundle()["text/plain"] == "hello"
+    assert run.widget_released()
 
 
 def test_updates_are_coalesced_for_a_fast_5000_chunk_reply(kernel, fast):

@@ -4,11 +4,11 @@ Chunks can arrive tens of thousands of times a second. Sending the whole rendere
 costs quadratic bytes, and jupyter_server drops iopub messages above 1000 a second, so updates
 are coalesced: a chunk is only appended to a list (no Python call of ours at all, see
 :attr:`StreamingDisplay.sink`), and a small flusher thread looks at that list at most about 20
-times a second (less often when rendering itself gets expensive) and pushes an update when it
-grew. Markdown is rendered incrementally (:mod:`.incremental`), so an update near the end of a
-long reply costs what one near its start does. When the reply ends, the widget is replaced by a
-static ``text/plain`` + sanitised ``text/html`` bundle, so a saved notebook shows the reply
-anywhere, with or without a kernel or widget state.
+times a second (less often when an update gets expensive, see :data:`DISPLAY_SHARE`) and
+pushes an update when it grew. Markdown is rendered incrementally (:mod:`.incremental`), so an
+update near the end of a long reply costs what one near its start does. When the reply ends,
+the widget is replaced by a static ``text/plain`` + sanitised ``text/html`` bundle, so a saved
+notebook shows the reply anywhere, with or without a kernel or widget state.
 
 The live widgets are pooled: the widget freed when one reply ends shows the next one, so a
 cell does not pay for opening (and closing) three widget models in the frontend.
@@ -16,6 +16,7 @@ cell does not pay for opening (and closing) three widget models in the frontend.
 
 from __future__ import annotations
 
+import contextvars
 import html
 import sys
 import threading
@@ -28,6 +29,13 @@ from .markdown import render_markdown, render_text
 
 #: Shortest gap between two live updates, in seconds (about 20 updates a second).
 MIN_INTERVAL = 0.05
+#: The share of the time the live view may take. An update is timed by the clock, so it counts
+#: what it cost the cell: while the kernel is busy taking in a reply faster than anyone reads
+#: (tens of thousands of chunks a second), the update waits for the interpreter's lock each
+#: time it hands it over, and that slows the reply down. Such an update is followed by a
+#: longer pause; at the pace of a model's tokens an update takes about a millisecond and the
+#: rate stays at ``1 / MIN_INTERVAL``.
+DISPLAY_SHARE = 0.05
 #: How often the status line ticks while nothing new arrives (elapsed time, waiting dots).
 TICK = 0.5
 #: How often the flusher looks for the first chunk: it shows within this long of arriving.
@@ -175,6 +183,10 @@ class StreamingDisplay:
         self._min_interval = min_interval
         self._clock = clock
         self._parts: list[str] = []
+        # The text of the first ``_joined_count`` parts, kept by the flusher (and by finish,
+        # once the flusher ended): each update joins only the chunks that are new.
+        self._joined = ""
+        self._joined_count = 0
         self._notice = ""
         self._started = clock()
         self._markdown = MarkdownStream() if fmt != "text" else None
@@ -182,27 +194,41 @@ class StreamingDisplay:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._handle: Any = None
+        self._show_lock = threading.Lock()
         self._widget: Any = None
 
     # -- the streaming path -------------------------------------------------------------
 
     def start(self) -> None:
-        """Show the (empty) reply with a waiting status line."""
+        """Show the (empty) reply with a waiting status line, and start the live updates.
+
+        The widget is shown by the flusher thread, while this thread goes on to send the
+        request: showing it costs two stdout/stderr flush round trips in ipykernel, which a
+        fast reply would otherwise wait for.
+        """
         self._started = self._clock()
         if self.mode != "widget":
             return
+        self._widget = widget_pool.take()
+        # The thread runs in this cell's context, where ipykernel keeps the parent header that
+        # routes its messages to this cell's output.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._flusher,), name="aivvm-display", daemon=True
+        )
+        self._thread.start()
+
+    def _show(self) -> None:
+        """Display the live widget (on the flusher thread), unless ``finish`` came first."""
         from IPython.display import display
 
-        # One HTML widget for reply and status: one comm message per update, not two.
-        self._widget = widget_pool.take()
-        self._widget.value = self._live_html("", "waiting…", 0)
         # The bundle is built here rather than by the widget's own repr, which would format
         # every trait; the plain text is what a frontend without widgets shows meanwhile.
         view = {"version_major": 2, "version_minor": 0, "model_id": self._widget.model_id}
         bundle = {"text/plain": "aivvm: reply streaming…", WIDGET_VIEW: view}
-        self._handle = display(bundle, raw=True, display_id=True)
-        self._thread = threading.Thread(target=self._flusher, name="aivvm-display", daemon=True)
-        self._thread.start()
+        with self._show_lock:
+            if self._handle is None and not self._stopped.is_set():
+                self._handle = display(bundle, raw=True, display_id=True)
 
     @property
     def sink(self) -> Callable[[str], None]:
@@ -251,7 +277,7 @@ class StreamingDisplay:
             stuck = self._thread.is_alive()
             if stuck:
                 self._markdown = None
-        text = self.text
+        text = self.text if stuck else self._text_through(len(self._parts))
         elapsed = self._clock() - self._started
         if complete:
             # A server may well answer 200 with nothing: say so rather than show nothing.
@@ -281,7 +307,13 @@ class StreamingDisplay:
             bundle["text/html"] = _wrap(self._reply_html(text), status, warn=not complete)
         elif complete:
             bundle["text/plain"] = f"{text}\n[{status}]"
-        self._handle.update(bundle, raw=True)
+        with self._show_lock:
+            if self._handle is None:  # finished before the flusher showed the widget
+                from IPython.display import display
+
+                display(bundle, raw=True)
+            else:
+                self._handle.update(bundle, raw=True)
         self.updates += 1
         # The live widget is no longer shown anywhere: it waits, cleared, for the next reply.
         if stuck:
@@ -296,6 +328,13 @@ class StreamingDisplay:
         return render_reply(text, self.fmt)
 
     # -- the flusher thread -------------------------------------------------------------
+
+    def _text_through(self, count: int) -> str:
+        """The text of the first ``count`` chunks; only for one thread at a time."""
+        if count > self._joined_count:
+            self._joined += "".join(self._parts[self._joined_count : count])
+            self._joined_count = count
+        return self._joined
 
     def _live_html(self, reply_html: str, state: str, chars: int) -> str:
         elapsed = self._clock() - self._started
@@ -320,28 +359,36 @@ class StreamingDisplay:
         while not self._stopped.is_set():
             count = len(self._parts)
             now = self._clock()
-            # While waiting for the first chunk (or showing a notice) the status line ticks;
-            # once text flows, only new text causes an update.
-            ticking = (count == 0 or self._notice) and now - last_update >= TICK
-            if count == shown and self._notice == notice and not ticking:
+            if self._handle is None:
+                # Shown at once, while the request is still on its way: then the kernel is
+                # idle, and the two stdout/stderr flushes a display waits for cost it nothing.
+                due = True
+            else:
+                # While waiting for the first chunk (or showing a notice) the status line
+                # ticks; once text flows, only new text causes an update.
+                ticking = (count == 0 or self._notice) and now - last_update >= TICK
+                due = count != shown or self._notice != notice or ticking
+            if not due:
                 self._wake.wait(FIRST_CHUNK_POLL if count == 0 else self._min_interval)
                 self._wake.clear()
                 continue
             began = now
             try:
-                if count != shown:
+                if count != shown or self._handle is None:
                     shown = count
-                    text = "".join(self._parts[:count])
+                    text = self._text_through(count)
                     chars = len(text)
                     reply_html = live_reply_html(text, self.fmt, self._markdown)
-                    self._notice = ""
+                    if count:
+                        self._notice = ""
                 notice = self._notice
                 state = "waiting…" if count == 0 else "streaming…"
                 self._widget.value = self._live_html(reply_html, state, chars)
+                if self._handle is None:
+                    self._show()
             except Exception:  # noqa: BLE001 - a closed comm must not break the stream
                 break
             self.updates += 1
             last_update = self._clock()
             cost = last_update - began
-            # Keep rendering to a fraction of the time, however long the reply grows.
-            self._stopped.wait(max(self._min_interval, 3 * cost))
+            self._stopped.wait(max(self._min_interval, cost / DISPLAY_SHARE))
