@@ -50,14 +50,21 @@ NOTES = """\
   frontend meets, counted over a sliding second, so a reply that lasts a tenth of a second
   with its three updates is not reported as 30 a second. The 5,000-chunk table compares with
   the naive display only; the targets apply to the other two.
-- The wall-time ratios move by about ±10% between runs on this shared machine; each row is
-  the median of several runs taken in turns, and the display cost's "vs provider" is the
-  median of the ratios within each round (both cells having met the same load).
-- Display cost at full speed is the one target this run misses: a reply arriving at about
-  80,000 chunks a second costs the kernel about 10% more with the live widget than without
-  any display. Most of it is per message to the frontend (each widget update and display
-  passes through ipykernel's I/O thread, and each display first flushes stdout and stderr),
-  so it is a fixed cost per update and per cell; at 200 chunks a second it is nil.
+- The wall-time ratios are noisy on this shared machine: reading the 20,000-chunk reply takes
+  either about 150 ms or about 270 ms from one run to the next, with or without any display
+  (a plain Python process reading it shows the same two speeds), so the ratio of two single
+  runs ranges from 0.7 to 2. Each row is the median of many runs, taken in rounds that each
+  start with a different cell, and the display cost's "vs provider" is the median of the
+  ratios within each round (both cells having met the same load): 31 rounds put it within
+  about ±3% from run to run.
+- Display cost at full speed: a reply arriving at about 80,000 chunks a second keeps the
+  kernel's interpreter busy, so whatever the live view does meanwhile slows the reply itself
+  (each time its thread takes a turn it waits for the interpreter lock). So the live widget
+  is shown while the request is on its way, when the kernel is idle; its updates are paced by
+  what they cost (at most about 5% of the time), which gives such a reply one or two live
+  updates while a model's pace gets 20 a second (the 200 chunks a second table); and chunks
+  are joined and markdown rendered only where new. What remains is the final bundle (one
+  markdown render and one message) and recording the turn: a few milliseconds a cell.
 """
 
 
