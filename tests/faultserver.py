@@ -63,6 +63,8 @@ __all__ = [
     "closed_port",
     "cloudflare_block",
     "json_error",
+    "openai_event",
+    "openai_sse",
     "rate_limited",
     "server_error",
     "split_utf8",
@@ -646,6 +648,25 @@ def json_error(status: int, payload: Any) -> Reply:
     """An error whose body is JSON, e.g. ``{"error": {"message": "..."}}``."""
     body = json.dumps(payload).encode("utf-8")
     return Reply(status, body, headers={"Content-Type": "application/json"})
+
+
+def openai_event(content: str) -> str:
+    """One OpenAI streaming event (``data: ...`` and a blank line) carrying ``content``."""
+    chunk = {"choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
+    return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+
+
+def openai_sse(*contents: str, finish_reason: str | None = None, done: bool = True) -> bytes:
+    """An OpenAI streaming body: the role event, one event per content, the finish event when
+    ``finish_reason`` is given, then ``[DONE]`` (unless ``done`` is false)."""
+    text = 'data: {"choices": [{"delta": {"role": "assistant", "content": ""}}]}\n\n'
+    text += "".join(openai_event(c) for c in contents)
+    if finish_reason is not None:
+        end = {"choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}]}
+        text += f"data: {json.dumps(end)}\n\n"
+    if done:
+        text += "data: [DONE]\n\n"
+    return text.encode()
 
 
 def split_utf8(text: str) -> list[bytes]:

@@ -16,22 +16,15 @@ from aivvm_magic.providers import (
 )
 from aivvm_magic.providers.sse import SSEParser
 from tests.conftest import CANARY
-from tests.faultserver import Reply, Truncated, json_error
+from tests.faultserver import (
+    Reply,
+    Truncated,
+    json_error,
+    openai_event,
+    openai_sse,
+)
 
 HELLO = [{"role": "user", "content": "Hello"}]
-
-
-def event(content: str) -> str:
-    chunk = {"choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
-    return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
-
-
-def sse(*contents: str, done: bool = True) -> bytes:
-    text = 'data: {"choices": [{"delta": {"role": "assistant", "content": ""}}]}\n\n'
-    text += "".join(event(c) for c in contents)
-    if done:
-        text += "data: [DONE]\n\n"
-    return text.encode()
 
 
 def ask(url: str, **kwargs):
@@ -40,7 +33,7 @@ def ask(url: str, **kwargs):
 
 
 def test_request_shape_and_bearer_key(fault):
-    fault.enqueue(Reply(chunks=[sse("Hi", " there")], framing="chunked"))
+    fault.enqueue(Reply(chunks=[openai_sse("Hi", " there")], framing="chunked"))
     assert ask(fault.url, key=CANARY, system_message="Be brief.", temperature=0.2).text() == (
         "Hi there"
     )
@@ -57,14 +50,14 @@ def test_request_shape_and_bearer_key(fault):
 
 def test_no_key_means_no_authorization_header(fault, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    fault.enqueue(Reply(chunks=[sse("ok")]))
+    fault.enqueue(Reply(chunks=[openai_sse("ok")]))
     assert ask(fault.url).text() == "ok"
     assert "authorization" not in fault.requests[0].headers
 
 
 @pytest.mark.parametrize("framing", ["chunked", "length", "close"])
 def test_sse_split_at_every_byte_boundary(fault, framing):
-    body = sse("Grüße ", "😀 ", "end")
+    body = openai_sse("Grüße ", "😀 ", "end")
     for cut in range(1, len(body)):
         fault.enqueue(Reply(chunks=[body[:cut], body[cut:]], framing=framing))
         assert ask(fault.url).text() == "Grüße 😀 end", cut
@@ -72,7 +65,7 @@ def test_sse_split_at_every_byte_boundary(fault, framing):
 
 def test_chunks_are_yielded_as_events_arrive(fault):
     behaviour = Reply(
-        chunks=[sse("one ", done=False), event("two").encode(), b"data: [DONE]\n\n"],
+        chunks=[openai_sse("one ", done=False), openai_event("two").encode(), b"data: [DONE]\n\n"],
         framing="chunked",
         delay=0.3,
     )
@@ -94,7 +87,7 @@ def test_crlf_and_comments_and_multiline_data():
 
 
 def test_missing_done_is_incomplete(fault):
-    fault.enqueue(Reply(chunks=[sse("partial ", "text", done=False)]))
+    fault.enqueue(Reply(chunks=[openai_sse("partial ", "text", done=False)]))
     reply = ask(fault.url)
     with pytest.raises(IncompleteReply) as info:
         reply.text()
@@ -103,7 +96,7 @@ def test_missing_done_is_incomplete(fault):
 
 
 def test_truncated_event_stream_is_incomplete(fault):
-    body = sse("abc", "def")
+    body = openai_sse("abc", "def")
     fault.enqueue(Truncated(body, after=len(body) - 20, framing="length"))
     with pytest.raises(IncompleteReply) as info:
         ask(fault.url).text()
@@ -111,7 +104,8 @@ def test_truncated_event_stream_is_incomplete(fault):
 
 
 def test_error_event_mid_stream(fault):
-    body = sse("so far", done=False) + b'data: {"error": {"message": "model overloaded"}}\n\n'
+    error = b'data: {"error": {"message": "model overloaded"}}\n\n'
+    body = openai_sse("so far", done=False) + error
     fault.enqueue(Reply(chunks=[body]))
     with pytest.raises(StreamError) as info:
         ask(fault.url).text()
@@ -255,14 +249,9 @@ def test_the_panel_follows_the_provider_setting(ip, reference):
         panel.close()
 
 
-def finished(reason: str | None) -> str:
-    chunk = {"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]}
-    return f"data: {json.dumps(chunk)}\n\n"
-
-
 @pytest.mark.parametrize("reason", ["stop", "length"])
 def test_the_finish_reason_is_kept_on_the_reply(fault, reason):
-    body = sse("cut ", "short", done=False) + (finished(reason) + "data: [DONE]\n\n").encode()
+    body = openai_sse("cut ", "short", finish_reason=reason)
     fault.enqueue(Reply(chunks=[body]))
     reply = ask(fault.url)
     assert reply.finish_reason is None  # nothing said yet
@@ -285,13 +274,13 @@ def test_the_aivvm_protocol_gives_no_finish_reason(reference):
 
 
 def test_a_reply_cut_at_the_token_limit_says_so_in_the_cell(ip, fault, capsys):
-    body = sse("the start of", done=False) + (finished("length") + "data: [DONE]\n\n").encode()
+    body = openai_sse("the start of", finish_reason="length")
     fault.enqueue(Reply(chunks=[body]))
     ip.run_cell_magic("aivvm", f"-c limit -p openai -m llama3.2 --base-url {fault.url}", "Go")
     out = capsys.readouterr().out
     assert out.startswith("the start of")
     assert "the reply reached the model's token limit" in out
-    fault.enqueue(Reply(chunks=[sse("a whole reply")]))
+    fault.enqueue(Reply(chunks=[openai_sse("a whole reply")]))
     ip.run_cell_magic("aivvm", f"-c limit -p openai -m llama3.2 --base-url {fault.url}", "Go")
     assert "token limit" not in capsys.readouterr().out
 
@@ -304,11 +293,11 @@ def test_each_provider_gets_its_own_key(ip, fault, monkeypatch):
     magics = magics_for(ip)
     magics.api_key = CANARY
     target = f"-p openai -m llama3.2 --base-url {fault.url}"
-    fault.enqueue(Reply(chunks=[sse("ok")]))
+    fault.enqueue(Reply(chunks=[openai_sse("ok")]))
     ip.run_cell_magic("aivvm", target, "Hi")
     assert "authorization" not in fault.requests[-1].headers
     magics.openai_api_key = "sk-openai-key"
-    fault.enqueue(Reply(chunks=[sse("ok")]))
+    fault.enqueue(Reply(chunks=[openai_sse("ok")]))
     ip.run_cell_magic("aivvm", target, "Hi")
     assert fault.requests[-1].headers["authorization"] == "Bearer sk-openai-key"
     fault.enqueue(Reply(chunks=[b"ok"]))
