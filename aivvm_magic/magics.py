@@ -376,10 +376,7 @@ class AivvmMagics(Magics):
         if not stream:
             display.start()
             display.append(outcome.text)
-        note = outcome.note
-        if outcome.complete and outcome.finish_reason == "length":
-            note = "the reply reached the model's token limit"
-        display.finish(complete=outcome.complete, note=note)
+        display.finish(complete=outcome.complete, note=outcome.status_note)
         if output and outcome.text:
             self.shell.user_ns[output] = outcome.text
         if isinstance(outcome.error, KeyboardInterrupt):

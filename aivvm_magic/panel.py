@@ -568,14 +568,14 @@ class ChatPanel(widgets.VBox):
         ]
         return " · ".join(part for part in parts if part)
 
-    def _turn_line(self, turn: Turn) -> str:
+    def _turn_line(self, turn: Turn, note: str = "") -> str:
         return format_status(
             model=turn.model,
             target=self._target,
             elapsed=turn.duration,
             chars=len(turn.reply),
             state="" if turn.complete else "incomplete",
-            note=turn.error or "",
+            note=note or turn.error or "",
         )
 
     def _refresh_status_if_idle(self) -> None:
@@ -747,7 +747,14 @@ class ChatPanel(widgets.VBox):
     def _finish_job(self, job: _Job) -> None:
         outcome = job.outcome
         if outcome is not None and outcome.complete:
-            return  # the turn_finished event already showed it
+            # The turn_finished event already showed it; a reply cut at the token limit says
+            # so too, unless something else is on the status line by now.
+            if outcome.turn is not None and outcome.status_note:
+                line = self._turn_line(outcome.turn)
+                with self._render_lock:
+                    if self.status.value == status_html(line):
+                        self._set_status(self._turn_line(outcome.turn, outcome.status_note))
+            return
         if job.conversation is not self._conversation:
             return
         if outcome is not None and outcome.turn is not None:

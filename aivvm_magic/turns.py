@@ -17,6 +17,10 @@ from .conversation import Conversation, Turn
 from .providers import APIError, IncompleteReply, StreamingReply, get_provider
 from .providers.transport import RetryCallback
 
+#: The status note of a reply that stopped at the model's token limit: complete as far as the
+#: protocol goes, but perhaps mid-sentence.
+TOKEN_LIMIT_NOTE = "the reply reached the model's token limit"
+
 
 @dataclass(frozen=True)
 class TurnSettings:
@@ -50,6 +54,14 @@ class TurnOutcome:
     def note(self) -> str:
         """A short, user-facing reason the reply is not complete ("" when it is)."""
         return describe_error(self.error)
+
+    @property
+    def status_note(self) -> str:
+        """What the status line adds: :attr:`note`, or for a complete reply that the server
+        says ended at the model's token limit, that it did."""
+        if self.complete and self.finish_reason == "length":
+            return TOKEN_LIMIT_NOTE
+        return self.note
 
 
 def describe_error(exc: BaseException | None) -> str:

@@ -28,6 +28,7 @@ from aivvm_magic import ChatPanel
 from aivvm_magic.conversation import ConversationEvent
 from aivvm_magic.magics import AivvmMagics, magics_for
 from aivvm_magic.server import ServerHandle, start_server
+from tests.faultserver import FaultServer, Reply, openai_sse
 from tests.htmlcheck import assert_safe
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -423,6 +424,27 @@ def test_a_failed_reply_is_reported_in_the_status_line(
         assert panel.stop_button.disabled
     finally:
         ip.run_line_magic("config", "AivvmMagics.retries = 2")
+
+
+def test_a_reply_cut_at_the_token_limit_says_so_in_the_status_line(
+    ip: InteractiveShell, make_panel: Any, chat: str, fault: FaultServer
+) -> None:
+    models = {"object": "list", "data": [{"id": "llama3.2", "object": "model"}]}
+    listing = Reply(200, json.dumps(models).encode(), headers={"Content-Type": "application/json"})
+    fault.enqueue(listing)  # for the panel's model list
+    ip.run_line_magic("config", f"AivvmMagics.base_url = {fault.url!r}")
+    ip.run_line_magic("config", 'AivvmMagics.provider = "openai"')
+    panel = make_panel(chat)
+    panel._models_thread.join(5)
+    fault.enqueue(Reply(chunks=[openai_sse("the start of", finish_reason="length")]))
+    assert panel.send("Go") == "the start of"
+    wait_until(lambda: "token limit" in panel.status.value)
+    assert "incomplete" not in panel.status.value  # complete, as far as the protocol goes
+    assert panel.conversation.turns[-1].complete
+    fault.enqueue(Reply(chunks=[openai_sse("a whole reply", finish_reason="stop")]))
+    assert panel.send("Again") == "a whole reply"
+    wait_until(lambda: "13 chars" in panel.status.value)
+    assert "token limit" not in panel.status.value
 
 
 def test_errors_in_the_worker_go_to_showtraceback(
