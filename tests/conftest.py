@@ -1,15 +1,36 @@
-"""Shared fixtures: a real IPython shell with the extension loaded, and real servers."""
+"""Shared fixtures (a real IPython shell with the extension loaded, and real servers) and
+shared values: the canary key, and turns made to order."""
 
 from __future__ import annotations
 
 import pytest
 from IPython.testing.globalipapp import start_ipython
 
+from aivvm_magic.conversation import Turn
 from aivvm_magic.magics import magics_for
 from aivvm_magic.server import start_server
 from tests.faultserver import FaultServer
 
 CANARY = "sk-canary-5b1d0e7a93"
+
+
+def make_turn(**fields: object) -> Turn:
+    """A valid turn: a short complete exchange, with any field given in ``fields``."""
+    values: dict[str, object] = {
+        "prompt": "What is 2 + 2?",
+        "reply": "4",
+        "model": "gpt-3.5-turbo",
+        "temperature": 0.7,
+        "system": "Be brief.",
+        "started": "2024-05-01T10:00:00.000+00:00",
+        "duration": 1.25,
+        "complete": True,
+        "source": "cell",
+        "cell_id": None,
+        "error": None,
+    }
+    values.update(fields)
+    return Turn(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")

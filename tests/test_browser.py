@@ -12,8 +12,10 @@ developer machine, and fail in CI (where ``CI`` is set), so they cannot silently
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,26 +111,31 @@ def labs(tmp_path_factory, browser):
         kernel_less.stop()
 
 
+@contextlib.contextmanager
+def loaded_lab(browser: Any, lab: JupyterLab, what: str) -> Iterator[LabPage]:
+    """``lab`` loaded in a page of its own (screenshots under ``what`` if loading fails)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = LabPage(context.new_page(), lab)
+    try:
+        with artifacts_on_failure(what, page):
+            page.load()
+        yield page
+    finally:
+        context.close()
+
+
 @pytest.fixture(scope="module")
 def lab_page(browser, labs):
     """JupyterLab (with kernels) loaded once in a page that the tests share."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = LabPage(context.new_page(), labs[0])
-    with artifacts_on_failure("loading-jupyterlab", page):
-        page.load()
-    yield page
-    context.close()
+    with loaded_lab(browser, labs[0], "loading-jupyterlab") as page:
+        yield page
 
 
 @pytest.fixture(scope="module")
 def kernel_less_page(browser, labs):
     """The JupyterLab without kernels, loaded once in a page of its own."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = LabPage(context.new_page(), labs[1])
-    with artifacts_on_failure("loading-jupyterlab-without-kernels", page):
-        page.load()
-    yield page
-    context.close()
+    with loaded_lab(browser, labs[1], "loading-jupyterlab-without-kernels") as page:
+        yield page
 
 
 @pytest.fixture

@@ -29,27 +29,10 @@ from aivvm_magic.conversation import (
     ConversationStore,
     Turn,
 )
+from tests.conftest import make_turn
 
 ROOT = Path(__file__).resolve().parents[1]
 META = {"model": "gpt-3.5-turbo", "temperature": 0.7, "system": "Be brief."}
-
-
-def make_turn(**fields: object) -> Turn:
-    values: dict[str, object] = {
-        "prompt": "What is 2 + 2?",
-        "reply": "4",
-        "model": "gpt-3.5-turbo",
-        "temperature": 0.7,
-        "system": "Be brief.",
-        "started": "2024-05-01T10:00:00.000+00:00",
-        "duration": 1.25,
-        "complete": True,
-        "source": "cell",
-        "cell_id": None,
-        "error": None,
-    }
-    values.update(fields)
-    return Turn(**values)  # type: ignore[arg-type]
 
 
 def conversation_of(*turns: Turn, name: str = "default", system: str | None = None):

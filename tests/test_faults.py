@@ -36,7 +36,7 @@ import requests
 from IPython.core.interactiveshell import InteractiveShell
 
 from aivvm_magic import Aivvm
-from aivvm_magic.conversation import Conversation, Turn
+from aivvm_magic.conversation import Conversation
 from aivvm_magic.magics import AivvmError, magics_for
 from aivvm_magic.providers import (
     APIError,
@@ -47,7 +47,7 @@ from aivvm_magic.providers import (
     StreamingReply,
     transport,
 )
-from tests.conftest import CANARY
+from tests.conftest import CANARY, make_turn
 from tests.faultserver import (
     INVALID_UTF8,
     Behaviour,
@@ -890,19 +890,7 @@ def test_a_crash_mid_export_leaves_the_old_file(tmp_path: Path, suffix: str):
     """
     path = tmp_path / f"chat{suffix}"
     old = Conversation("old")
-    old.record(
-        Turn(
-            prompt="the old file",
-            reply="kept",
-            model="m",
-            temperature=0.0,
-            system="",
-            started="2024-05-01T10:00:00+00:00",
-            duration=0.0,
-            complete=True,
-            source="cell",
-        )
-    )
+    old.record(make_turn(prompt="the old file", reply="kept"))
     old.export(path)
     old_bytes = path.read_bytes()
     killed_mid_write = 0
@@ -981,19 +969,7 @@ def test_an_export_that_fails_midway_in_a_cell_keeps_the_old_file(tmp_path: Path
     big, target = tmp_path / "big.json", tmp_path / "chat.md"
     conversation = Conversation("big")
     for index in range(50):
-        conversation.record(
-            Turn(
-                prompt=f"question {index}",
-                reply="y" * 5000,
-                model="gpt-3.5-turbo",
-                temperature=0.7,
-                system="",
-                started="2024-05-01T10:00:00+00:00",
-                duration=0.1,
-                complete=True,
-                source="cell",
-            )
-        )
+        conversation.record(make_turn(prompt=f"question {index}", reply="y" * 5000))
     conversation.export(big)
     target.write_bytes(b"the old file\n")
     script = textwrap.dedent(

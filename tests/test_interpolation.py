@@ -7,24 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aivvm_magic.interpolation import Interpolation, interpolate, interpolate_with_report
-
-
-class Tripwire:
-    """A value that fails the test if anything but ``str()`` is done with it."""
-
-    def __init__(self, name: str, calls: list[str]) -> None:
-        object.__setattr__(self, "_name", name)
-        object.__setattr__(self, "_calls", calls)
-
-    def __str__(self) -> str:
-        self._calls.append(self._name)
-        return f"<{self._name}>"
-
-    def _forbidden(self, *args: object, **kwargs: object) -> object:
-        raise AssertionError(f"interpolation touched {self._name!r} beyond str()")
-
-    __getattr__ = __call__ = __getitem__ = __format__ = __repr__ = __iter__ = _forbidden
-    __setattr__ = __len__ = __bool__ = __eq__ = __hash__ = _forbidden
+from tests.tripwire import Tripwire
 
 
 class Unprintable:

@@ -28,6 +28,7 @@ from aivvm_magic.conversation import Conversation, Turn
 from aivvm_magic.magics import magics_for
 from aivvm_magic.protocol import input_char_limit
 from aivvm_magic.server import ServerHandle, start_server
+from tests.conftest import make_turn
 from tests.kernel import Kernel
 
 FIGURES = Path(__file__).resolve().parents[1] / "test-artifacts" / "load-figures.json"
@@ -225,13 +226,10 @@ def test_five_hundred_cells_in_one_kernel_keep_memory_and_descriptors_flat(
 
 def make_turns(count: int) -> list[Turn]:
     return [
-        Turn(
+        make_turn(
             prompt=f"question {index}",
             reply="a" * (index % 50) + f" answer {index}",
-            model="gpt-3.5-turbo",
-            temperature=0.7,
             system="",
-            started="2024-05-01T10:00:00.000+00:00",
             duration=0.5,
             complete=index % 97 != 0,
             source="cell" if index % 3 else "panel",

@@ -19,7 +19,6 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -31,6 +30,7 @@ from aivvm_magic import Aivvm
 from aivvm_magic.magics import magics_for
 from aivvm_magic.server import ServerHandle, start_server
 from tests.faultserver import FaultServer, Gzip, Reply
+from tests.tripwire import Tripwire
 
 FRAMINGS = ("chunked", "length", "close")
 # The shell fixture lives for the whole test; each example must leave it as it found it.
@@ -230,25 +230,6 @@ def test_known_bad_line_magic_options_are_usage_errors(quiet, line):
 
 # --------------------------------------------------------------------------------------------
 # Interpolation never evaluates
-
-
-class Tripwire:
-    """A notebook value that records ``str()`` and fails the test on anything else."""
-
-    def __init__(self, name: str, calls: list[str]) -> None:
-        object.__setattr__(self, "_name", name)
-        object.__setattr__(self, "_calls", calls)
-
-    def __str__(self) -> str:
-        self._calls.append(self._name)
-        return f"<{self._name}>"
-
-    def _forbidden(self, *args: object, **kwargs: object) -> Any:
-        self._calls.append(f"FORBIDDEN {self._name}")
-        raise AssertionError(f"interpolation did more than str() with {self._name!r}")
-
-    __getattr__ = __call__ = __getitem__ = __format__ = __repr__ = __iter__ = _forbidden
-    __setattr__ = __len__ = __bool__ = __eq__ = __hash__ = __add__ = _forbidden
 
 
 NAMES = ["aivvm_test_a", "aivvm_test_b", "aivvm_test_undefined"]
