@@ -44,6 +44,7 @@ from .magics import AivvmMagics, magics_for
 from .protocol import models as builtin_models
 from .providers import get_provider
 from .rendering.display import (
+    DISPLAY_SHARE,
     MIN_INTERVAL,
     TICK,
     format_status,
@@ -520,8 +521,8 @@ class ChatPanel(widgets.VBox):
             except Exception:  # noqa: BLE001 - keep flushing; show what went wrong
                 _report_error()
             cost = time.monotonic() - began
-            # Keep rendering to a fraction of the time, however long the reply grows.
-            self._closed.wait(max(self._min_interval, 3 * cost))
+            # Rendering takes a bounded share of the time, however long the reply grows.
+            self._closed.wait(max(self._min_interval, cost / DISPLAY_SHARE))
 
     def _flush(self) -> None:
         with self._render_lock:
