@@ -376,7 +376,7 @@ class AivvmMagics(Magics):
         if not stream:
             display.start()
             display.append(outcome.text)
-        display.finish(complete=outcome.complete, note=outcome.status_note)
+        display.finish(complete=outcome.complete, note=outcome.status_note, text=outcome.text)
         if output and outcome.text:
             self.shell.user_ns[output] = outcome.text
         if isinstance(outcome.error, KeyboardInterrupt):

@@ -150,6 +150,8 @@ class TurnRunner:
                     complete=outcome.complete,
                     error=outcome.note or None,
                 )
+                # The turn's copy of the text serves both: a long reply is held once, not twice.
+                outcome.text = outcome.turn.reply
         return outcome
 
     def _stream(
@@ -194,4 +196,7 @@ class TurnRunner:
             reply = self._reply
             outcome.text = reply.partial if reply is not None else ""
             outcome.finish_reason = reply.finish_reason if reply is not None else None
+            # The stream is over (stop() has nothing left to end): let the reply go, so that a
+            # long reply's text is held by the outcome and the turn only.
+            self._reply = None
         return outcome

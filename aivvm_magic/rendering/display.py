@@ -263,10 +263,12 @@ class StreamingDisplay:
 
     # -- the end ------------------------------------------------------------------------
 
-    def finish(self, *, complete: bool, note: str = "") -> None:
+    def finish(self, *, complete: bool, note: str = "", text: str | None = None) -> None:
         """Stop live updates and leave the final static bundle in the output.
 
         ``complete=False`` marks the reply as partial; ``note`` says why (shown in the status).
+        ``text`` is the whole reply when the caller holds it already, the same text as the
+        chunks add up to: then a long reply is not held twice while the bundle is sent.
         """
         self._stopped.set()
         self._wake.set()
@@ -277,7 +279,11 @@ class StreamingDisplay:
             stuck = self._thread.is_alive()
             if stuck:
                 self._markdown = None
-        text = self.text if stuck else self._text_through(len(self._parts))
+        if text is None:
+            text = self.text if stuck else self._text_through(len(self._parts))
+        elif not stuck:
+            # The flusher is done with them: only the caller's copy stays.
+            self._parts, self._joined, self._joined_count = [], "", 0
         elapsed = self._clock() - self._started
         if complete:
             # A server may well answer 200 with nothing: say so rather than show nothing.
