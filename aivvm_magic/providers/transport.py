@@ -296,12 +296,16 @@ def iter_body(response: requests.Response, url: str, read_timeout: float) -> Ite
     """
     raw = response.raw
     received = 0
+    # A body without a Content-Encoding is read as it is: urllib3's decoding path would only
+    # copy each read through a buffer of its own (a fifth of the time of a fast reply).
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    decode = encoding not in ("", "identity")
     try:
         while True:
             try:
                 # read1 returns whatever one socket read brings (or one HTTP chunk's worth),
                 # instead of waiting for READ_SIZE bytes as read()/iter_content() do.
-                data = raw.read1(READ_SIZE, decode_content=True)
+                data = raw.read1(READ_SIZE, decode_content=decode)
             except urllib3.exceptions.ReadTimeoutError:
                 if received:
                     raise IncompleteReply(
