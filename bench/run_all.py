@@ -42,9 +42,12 @@ NOTES = """\
 - Throughput: the target (0.8 of the raw socket) cannot be met by any reader that hands out
   `str`. The raw socket row hands out bytes. Decoding this multi-byte text with CPython's own
   UTF-8 decoder, alone and in memory, with no socket at all and the bytes always in cache
-  (the "decode alone" row), runs at half the raw socket's rate or less: that is the ceiling
-  of any text reader here, well below 0.8. The provider meets 0.8 of "raw socket + UTF-8
-  decode", a raw reader doing the same job.
+  (the "decode alone" row), runs at about half the raw socket's rate: that is the ceiling of
+  any text reader here, well below 0.8. "Raw socket + UTF-8 decode" decodes 256 KB socket
+  reads as they come, framing and all; the provider parses the chunked framing (through
+  http.client, at most one HTTP chunk per read, as its first-chunk delay needs) and reaches
+  about 0.7 of it. Each reader's best of several rounds is shown: the machine's speed swings
+  between runs.
 - Display cost: "display updates" counts what a user could see change (widget values while
   the widget is shown, and the display messages); "most in any 1 s" is the rate limit a
   frontend meets, counted over a sliding second, so a reply that lasts a tenth of a second
