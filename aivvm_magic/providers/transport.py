@@ -348,50 +348,36 @@ def post_reply(
     """
     body = SecretBytes(json.dumps(payload, ensure_ascii=False).encode("utf-8"))
     control = StreamControl()
-    text = stream_text(
-        url,
-        body,
-        headers=headers,
-        secret=secret,
-        timeouts=timeouts,
-        retry=retry,
-        session=session,
-        on_retry=on_retry,
-        control=control,
-    )
+
+    def respond() -> requests.Response:
+        return open_stream(
+            url,
+            body,
+            headers=headers,
+            timeouts=timeouts,
+            retry=retry,
+            secret=secret,
+            session=session,
+            on_retry=on_retry,
+        )
+
+    text = stream_text(respond, url, timeouts.read, control)
     return StreamingReply(text if parse is None else parse(text, secret, control), control)
 
 
 def stream_text(
-    url: str,
-    body: bytes,
-    *,
-    headers: dict[str, str],
-    secret: str,
-    timeouts: Timeouts,
-    retry: RetryPolicy,
-    session: requests.Session | None,
-    on_retry: RetryCallback | None,
-    control: StreamControl,
+    respond: Callable[[], requests.Response], url: str, read_timeout: float, control: StreamControl
 ) -> Iterator[str]:
-    """POST ``body`` and yield the reply body as text, decoded incrementally as it arrives.
+    """Yield the body of ``respond()``'s response as text, decoded incrementally as it arrives.
 
-    ``control.stop()`` from another thread ends the stream with ``IncompleteReply("stopped")``.
+    The request goes out at the first ``next()``. ``control.stop()`` from another thread ends
+    the stream with ``IncompleteReply("stopped")``.
     """
-    response = open_stream(
-        url,
-        body,
-        headers=headers,
-        timeouts=timeouts,
-        retry=retry,
-        secret=secret,
-        session=session,
-        on_retry=on_retry,
-    )
+    response = respond()
     control.attach(response)
     decoder = TextDecoder()
     try:
-        for data in iter_body(response, url, timeouts.read):
+        for data in iter_body(response, url, read_timeout):
             text = decoder.decode(data)
             if text:
                 yield text
