@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from .incremental import MarkdownStream
+from .incremental import MarkdownStream, plain_tail
 from .markdown import render_markdown, render_text
 
 #: Shortest gap between two live updates, in seconds (about 20 updates a second).
@@ -63,8 +63,7 @@ def render_live(text: str, fmt: str) -> str:
     last part only. :class:`StreamingDisplay` renders markdown incrementally instead."""
     if len(text) <= LIVE_MARKDOWN_LIMIT:
         return render_reply(text, fmt)
-    note = f"… {len(text) - LIVE_TAIL:,} characters above; the whole reply appears when done"
-    return f"<p><em>{html.escape(note)}</em></p>{render_text(text[-LIVE_TAIL:])}"
+    return plain_tail(text, LIVE_TAIL)
 
 
 def live_reply_html(text: str, fmt: str, markdown: MarkdownStream | None) -> str:
@@ -328,7 +327,8 @@ class StreamingDisplay:
             widget_pool.give_back(self._widget)
 
     def _reply_html(self, text: str) -> str:
-        if self._markdown is not None and len(text) <= MARKDOWN_LIMIT:
+        """The final HTML of ``text``, no longer than ``MARKDOWN_LIMIT``."""
+        if self._markdown is not None:
             # The blocks already rendered while streaming are reused.
             return self._markdown.html(text)
         return render_reply(text, self.fmt)
@@ -358,29 +358,26 @@ class StreamingDisplay:
         # The flusher polls the list of chunks instead of being told of each one: telling it
         # would cost every chunk a call and a lock, and a reply can bring tens of thousands.
         reply_html = ""
-        shown = 0
+        # No count yet: the first pass sets the widget and shows it at once, while the request
+        # is still on its way; then the kernel is idle, and the two stdout/stderr flushes a
+        # display waits for cost it nothing.
+        shown = -1
         chars = 0
         notice = ""
         last_update = self._clock()
         while not self._stopped.is_set():
             count = len(self._parts)
             now = self._clock()
-            if self._handle is None:
-                # Shown at once, while the request is still on its way: then the kernel is
-                # idle, and the two stdout/stderr flushes a display waits for cost it nothing.
-                due = True
-            else:
-                # While waiting for the first chunk (or showing a notice) the status line
-                # ticks; once text flows, only new text causes an update.
-                ticking = (count == 0 or self._notice) and now - last_update >= TICK
-                due = count != shown or self._notice != notice or ticking
-            if not due:
+            # While waiting for the first chunk (or showing a notice) the status line ticks;
+            # once text flows, only new text causes an update.
+            ticking = (count == 0 or self._notice) and now - last_update >= TICK
+            if count == shown and self._notice == notice and not ticking:
                 self._wake.wait(FIRST_CHUNK_POLL if count == 0 else self._min_interval)
                 self._wake.clear()
                 continue
             began = now
             try:
-                if count != shown or self._handle is None:
+                if count != shown:
                     shown = count
                     text = self._text_through(count)
                     chars = len(text)

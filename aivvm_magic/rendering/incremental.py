@@ -51,6 +51,13 @@ def _omitted(chars: int) -> str:
     return f"<p><em>{html.escape(note)}</em></p>"
 
 
+def plain_tail(text: str, keep: int) -> str:
+    """Safe HTML for the live view of a ``text`` longer than ``keep``: a note of how much is
+    left out, then its last ``keep`` characters as plain text."""
+    tail = text[-keep:]
+    return _omitted(len(text) - len(tail)) + render_text(tail)
+
+
 class MarkdownStream:
     """Renders one growing text: call :meth:`live` as it grows, then :meth:`html` once.
 
@@ -151,8 +158,7 @@ class MarkdownStream:
         return note + "".join(shown) + render_tokens(*parsed)
 
     def _plain_tail(self, text: str) -> str:
-        tail = text[-self._open_limit :]
-        return _omitted(len(text) - len(tail)) + render_text(tail)
+        return plain_tail(text, self._open_limit)
 
     def html(self, text: str) -> str:
         """Sanitised HTML of all of ``text``: the same as ``render_markdown(text)``."""

@@ -232,7 +232,7 @@ def render_markdown(text: str) -> str:
     In [1]: render_markdown("**hi** <script>alert(1)</script>")
     Out[1]: '<p><strong>hi</strong> &lt;script&gt;alert(1)&lt;/script&gt;</p>\\n'
     """
-    return _CLEANER.clean(_PARSER.render(text))
+    return render_tokens(*parse_markdown(text))
 
 
 def parse_markdown(text: str) -> tuple[list[Token], dict[str, Any]]:
