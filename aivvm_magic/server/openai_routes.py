@@ -181,24 +181,22 @@ def _check_ignored_fields(body: dict[str, Any]) -> None:
     if n is not None and n != 1:
         # Each engine call is one reply; several choices would need several generations.
         raise OpenAIError("'n' must be 1: this server makes one choice per request", param="n")
-    stop = body.get("stop")
-    if not (
-        stop is None
-        or isinstance(stop, str)
-        or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
-    ):
-        raise OpenAIError("'stop' must be a string or a list of strings", param="stop")
-    if isinstance(stop, list) and len(stop) > 4:
-        raise OpenAIError("'stop' may hold at most 4 sequences", param="stop")
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise OpenAIError("'user' must be a string", param="user")
 
 
-def _stop_sequences(stop: str | list[str] | None) -> tuple[str, ...]:
-    """``stop`` as checked by :func:`_check_ignored_fields`, without empty strings."""
+def _stop_sequences(body: dict[str, Any]) -> tuple[str, ...]:
+    """The body's ``stop`` (a string, or a list of up to four), without empty strings."""
+    stop = body.get("stop")
     if stop is None:
         return ()
+    if not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        raise OpenAIError("'stop' must be a string or a list of strings", param="stop")
+    if isinstance(stop, list) and len(stop) > 4:
+        raise OpenAIError("'stop' may hold at most 4 sequences", param="stop")
     return tuple(s for s in ([stop] if isinstance(stop, str) else stop) if s)
 
 
@@ -261,6 +259,7 @@ def parse_completion_request(body: Any) -> CompletionRequest:
         temperature = DEFAULT_TEMPERATURE
     max_tokens = _positive_int(body, "max_tokens")
     max_completion_tokens = _positive_int(body, "max_completion_tokens")
+    stop = _stop_sequences(body)
     _check_ignored_fields(body)
 
     chat = ChatRequest(
@@ -270,7 +269,7 @@ def parse_completion_request(body: Any) -> CompletionRequest:
         temperature=temperature,
         # The newer name wins, as it does at OpenAI, where max_tokens is deprecated.
         max_tokens=max_completion_tokens if max_completion_tokens is not None else max_tokens,
-        stop=_stop_sequences(body.get("stop")),
+        stop=stop,
     )
     return CompletionRequest(chat=chat, stream=stream, include_usage=stream and include_usage)
 
