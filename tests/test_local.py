@@ -118,16 +118,22 @@ def test_models_and_health_say_which_local_model_answers(server):
     assert str(Path.home()) not in str(health)  # the file name, not where it lives
 
 
-def test_an_openai_client_may_ask_for_a_shorter_reply(server):
+def v1_choice(server, content: str, **fields) -> dict:
+    """The one choice of a (not streamed) ``/v1`` completion of ``content``, at temperature 0."""
     body = {
         "model": "smollm2",
-        "messages": [{"role": "user", "content": "Tell me about the sea."}],
-        "max_tokens": 3,
+        "messages": [{"role": "user", "content": content}],
         "temperature": 0,
+        **fields,
     }
     answer = requests.post(f"{server.url}/v1/chat/completions", json=body, timeout=60)
-    assert answer.status_code == 200
+    assert answer.status_code == 200, answer.text
     (choice,) = answer.json()["choices"]
+    return choice
+
+
+def test_an_openai_client_may_ask_for_a_shorter_reply(server):
+    choice = v1_choice(server, "Tell me about the sea.", max_tokens=3)
     assert choice["message"]["content"].strip()
     # The client is told the reply was cut at its budget, not finished.
     assert choice["finish_reason"] == "length"
@@ -137,20 +143,13 @@ def test_an_openai_client_may_ask_for_a_shorter_reply(server):
 
 
 def test_stop_sequences_end_the_local_models_reply(server):
-    body = {
-        "model": "smollm2",
-        "messages": [{"role": "user", "content": "Count from 1 to 20, separated by commas."}],
-        "max_tokens": 60,
-        "temperature": 0,
-    }
-    url = f"{server.url}/v1/chat/completions"
-    whole = requests.post(url, json=body, timeout=60).json()["choices"][0]
-    text = whole["message"]["content"]
+    prompt = "Count from 1 to 20, separated by commas."
+    text = v1_choice(server, prompt, max_tokens=60)["message"]["content"]
     # Temperature 0 writes the same reply again; a stop sequence it contains cuts it there.
     stop = next(s for s in ("\n", ",", " ") if s in text.strip())
     expected = text[: text.index(stop, len(text) - len(text.lstrip()))]
     assert expected.strip(), text
-    stopped = requests.post(url, json={**body, "stop": [stop]}, timeout=60).json()["choices"][0]
+    stopped = v1_choice(server, prompt, max_tokens=60, stop=[stop])
     assert stopped["message"]["content"] == expected
     assert stopped["finish_reason"] == "stop"
 
