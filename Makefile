@@ -2,25 +2,31 @@
 #   make demo   - create .venv, install the project with the local model, run a tutorial
 #                 notebook end to end against it (the replies stream into the terminal)
 #   make test   - create .venv, install the project with its test extras, run every test
+# Every version installed comes from the lock, constraints.txt, so a new machine gets what
+# the tests passed with. `make lock` refreshes it.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
+LOCK := constraints.txt
+# Build back-ends are pinned too: llama-cpp-python builds from source.
+INSTALL := $(PIP) install -c $(LOCK) --build-constraint $(LOCK)
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench lock clean
 
+# pip comes from the lock first: --build-constraint needs pip 25.3 or newer.
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip
+	$(PIP) install -c $(LOCK) pip
 
-# The demo runs the local model: llama-cpp-python builds from source (3 to 4 minutes).
-$(VENV)/.demo-installed: pyproject.toml | $(PY)
-	$(PIP) install -e ".[local,notebook]"
+# The demo runs the local model: llama-cpp-python builds from source (4 to 6 minutes).
+$(VENV)/.demo-installed: pyproject.toml $(LOCK) | $(PY)
+	$(INSTALL) -e ".[local,notebook]"
 	touch $@
 
-# The tests run the local model too: llama-cpp-python builds from source (3 to 4 minutes).
-$(VENV)/.test-installed: pyproject.toml | $(PY)
-	$(PIP) install -e ".[test,local]"
+# The tests run the local model too: llama-cpp-python builds from source (4 to 6 minutes).
+$(VENV)/.test-installed: pyproject.toml $(LOCK) | $(PY)
+	$(INSTALL) -e ".[test,local]"
 	touch $@
 
 demo: $(VENV)/.demo-installed
@@ -40,6 +46,15 @@ lint: $(VENV)/.test-installed
 
 bench: $(VENV)/.test-installed
 	$(PY) bench/run_all.py
+
+# Refreshes the lock: the newest releases that pyproject.toml's ranges (and constraints.in)
+# allow, resolved for every platform and every Python from 3.10 on. Then run `make clean test`
+# and `make demo`, and commit constraints.txt with the change that needed it.
+lock: | $(PY)
+	$(PIP) install -c $(LOCK) uv
+	$(VENV)/bin/uv pip compile --quiet --upgrade --universal --python-version 3.10 \
+		--all-extras --custom-compile-command "make lock" \
+		pyproject.toml constraints.in -o $(LOCK)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
