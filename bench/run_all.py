@@ -33,6 +33,7 @@ TARGETS = """\
 updates; wall within 10% of the provider alone |
 | start-up | `%load_ext` adds under 200 ms; heavy imports lazy |
 | local model | the HTTP path costs under 5% of llama.cpp's own throughput |
+| conversation | the same replies as evaluating every prompt afresh; turn 20's first token shown |
 """
 
 
@@ -120,9 +121,11 @@ def main(argv: list[str] | None = None) -> None:
         memory.main(["--reply-mb", "1", "--turns", "1000"] if quick else []),
     ]
     if importlib.util.find_spec("llama_cpp") is not None and (HERE / "local_model.py").exists():
+        import conversation
         import local_model
 
         sections.append(local_model.main(["--repeats", "1"] if quick else []))
+        sections.append(conversation.main(["--turns", "4"] if quick else []))
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
     ).stdout.strip()

@@ -80,25 +80,120 @@ def test_a_reply_is_text_that_arrives_in_several_chunks(server):
     assert run.outcome in ("stop", "length") and 1 < run.tokens <= SHORT
 
 
-def test_temperature_zero_gives_the_same_reply_every_time(server):
-    first = ask(server, "What is the capital of France?").text()
-    # Something else in between, so the second reply cannot lean on the first one's state.
-    ask(server, "Count to five.").text()
-    assert ask(server, "What is the capital of France?").text() == first
+def long_conversation(turns: int) -> list[dict[str, str]]:
+    """A conversation of ``turns`` exchanges that ends with a user message; from 2 turns on
+    its prompt is longer than two of the context's evaluation batches (64 tokens each)."""
+    topics = ["rivers", "bread", "owls", "glass", "trains", "tea", "salt", "kites", "jazz"]
+    messages = []
+    for index in range(turns):
+        topic = topics[index % len(topics)]
+        messages.append({"role": "user", "content": f"Tell me one fact about {topic}."})
+        messages.append({"role": "assistant", "content": f"{topic.title()} are old. " * 12})
+    messages.append({"role": "user", "content": "Which topic came first?"})
+    return messages
+
+
+def api_chat(server, messages, temperature=0.0) -> str:
+    """The whole reply to ``messages`` through ``/api/chat`` and the Aivvm client."""
+    return Aivvm.create_completion(
+        "gpt-4",
+        messages,
+        stream=False,
+        base_url=server.url,
+        temperature=temperature,
+        system_message="",
+    )
+
+
+def test_the_same_request_gets_the_same_reply_whatever_came_before(server):
+    """Five times the same request on each API, each time after something else: a short
+    request, the same conversation one turn shorter or longer (which shares the prompt's
+    start), and the other API's request."""
+    question = [{"role": "user", "content": "Count from 1 to 20, separated by commas."}]
+    conversation = long_conversation(3)
+    assert server.engine.count_tokens(conversation) > 3 * server.engine._prompt_cache.batch
+    before = [
+        lambda: api_chat(server, [{"role": "user", "content": "Name a fruit."}]),
+        lambda: api_chat(server, long_conversation(2)),
+        lambda: api_chat(server, long_conversation(4)),
+        lambda: v1_choice(server, "Count from 1 to 20, separated by commas.", max_tokens=12),
+        lambda: api_chat(server, question),  # the same request again, right before
+    ]
+    replies: dict[str, list[str]] = {"api question": [], "api conversation": [], "v1": []}
+    for other in before:
+        other()
+        replies["api question"].append(api_chat(server, question))
+        other()
+        replies["api conversation"].append(api_chat(server, conversation))
+        other()
+        replies["v1"].append(v1_choice(server, question[0]["content"], max_tokens=20)["message"])
+    for name, texts in replies.items():
+        assert len(texts) == 5 and texts[0], name
+        assert texts == [texts[0]] * 5, name
+
+
+def test_a_reused_prompt_start_gives_the_logits_of_a_fresh_evaluation(server):
+    """What the engine keeps of the previous prompt is what evaluating afresh computes, bit
+    for bit: the proof that its prompt cache changes no reply.
+
+    The new prompt ends one token past a batch boundary, so evaluated afresh its last token is
+    a batch of its own: the case where reusing a prefix that ends anywhere else (as
+    llama-cpp-python does by itself) gives other logits on this machine.
+    """
+    import llama_cpp
+    import numpy
+
+    engine = server.engine
+    llama = engine._llama
+    batch = engine._prompt_cache.batch
+
+    def logits() -> numpy.ndarray:
+        pointer = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
+        return numpy.ctypeslib.as_array(pointer, shape=(llama.n_vocab(),)).copy()
+
+    def evaluate(messages) -> int:
+        # What generate() does before it samples the first token.
+        prompt = engine._prompt_token_ids(messages)
+        kept = engine._reuse_prompt(prompt)
+        assert llama.n_tokens == kept
+        llama.eval(prompt[kept:])
+        engine._remember_prompt(prompt)
+        return kept
+
+    earlier = long_conversation(3)
+    later = [*earlier, {"role": "assistant", "content": "Rivers."}, {"role": "user", "content": ""}]
+    for words in range(batch):
+        later[-1]["content"] = "And then?" + " more" * words
+        if engine.count_tokens(later) % batch == 1:
+            break
+    assert engine.count_tokens(later) % batch == 1
+    # The earlier turn, answered for real: its reply's tokens follow its prompt in the context.
+    assert api_chat(server, earlier)
+    with engine._lock:
+        kept = evaluate(later)
+        reused = logits()
+        engine._prompt_cache.clear()
+        assert evaluate(later) == 0
+        fresh = logits()
+        whole = evaluate(later)  # the same prompt again: all but its last, partial batch kept
+        again = logits()
+    assert kept >= 3 * batch and kept % batch == 0
+    assert whole == engine.count_tokens(later) - 1
+    assert numpy.array_equal(reused, fresh)
+    assert numpy.array_equal(again, fresh)
 
 
 def test_the_system_message_reaches_the_model(server):
     system = "Your name is Zorblax. You are a robot from Mars."
     question = "What is your name?"
-    named = ask(server, question, system=system).text()
+    assert ask(server, question, system=system).text()
     run = server.engine.runs[-1]
-    # It is in the prompt the chat template rendered ...
+    # It is in the prompt the chat template rendered, in place of the template's own.
     engine = server.engine
     with_system = [{"role": "system", "content": system}, {"role": "user", "content": question}]
     assert run.prompt_tokens == engine.count_tokens(with_system)
-    # ... and it changes what the model says.
-    assert "Zorblax" in named
-    assert ask(server, question, system="You are a pirate.").text() != named
+    prompt = engine._formatter(messages=with_system).prompt
+    assert system in prompt and "SmolLM" not in prompt
 
 
 def test_models_and_health_say_which_local_model_answers(server):
@@ -144,14 +239,22 @@ def test_an_openai_client_may_ask_for_a_shorter_reply(server):
 
 def test_stop_sequences_end_the_local_models_reply(server):
     prompt = "Count from 1 to 20, separated by commas."
-    text = v1_choice(server, prompt, max_tokens=60)["message"]["content"]
-    # Temperature 0 writes the same reply again; a stop sequence it contains cuts it there.
-    stop = next(s for s in ("\n", ",", " ") if s in text.strip())
-    expected = text[: text.index(stop, len(text) - len(text.lstrip()))]
-    assert expected.strip(), text
+    whole = v1_choice(server, prompt, max_tokens=60)
+    text = whole["message"]["content"]
+    assert server.engine.runs[-1].tokens <= 60
+    # Any run writes something after its first character; whatever that is, a stop sequence
+    # made of its first non-space character after the start cuts the reply there.
+    start = len(text) - len(text.lstrip())
+    stop = next((c for c in text[start + 1 :] if not c.isspace()), None)
+    assert stop is not None, text
     stopped = v1_choice(server, prompt, max_tokens=60, stop=[stop])
-    assert stopped["message"]["content"] == expected
+    content = stopped["message"]["content"]
+    assert stop not in content[start + 1 :]
     assert stopped["finish_reason"] == "stop"
+    assert server.engine.runs[-1].tokens <= 60
+    # The same request (temperature 0 gives the same tokens) is cut where the stop first shows.
+    assert text.startswith(content)
+    assert content == text[: text.index(stop, start + 1)]
 
 
 # -- the GGUF chat template -------------------------------------------------------------------
@@ -207,7 +310,7 @@ def test_concurrent_requests_queue_and_both_complete(server):
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert replies == alone  # neither reply was disturbed by the other
+    assert replies == alone  # neither reply was disturbed by the other (temperature 0)
     first, second = sorted(list(server.engine.runs)[-2:], key=lambda run: run.started_at)
     assert second.started_at >= first.ended_at  # one after the other, not interleaved
 
