@@ -497,22 +497,19 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
-_magics: dict[int, AivvmMagics] = {}
-
-
 def load_ipython_extension(ipython: Any) -> None:
     """Register the magics (and the hook that tells them each cell's id)."""
-    if id(ipython) in _magics:
+    if magics_for(ipython) is not None:
         return
+    # Magics.__init__ also puts the instance in ipython.configurables, so %config reaches it.
     magics = AivvmMagics(shell=ipython)
     ipython.register_magics(magics)
     ipython.events.register("pre_run_cell", magics._pre_run_cell)
-    _magics[id(ipython)] = magics
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """Undo :func:`load_ipython_extension`: remove the magics and the hook."""
-    magics = _magics.pop(id(ipython), None)
+    """Undo :func:`load_ipython_extension`: the magics, the hook, the configurable."""
+    magics = magics_for(ipython)
     if magics is None:
         return
     ipython.events.unregister("pre_run_cell", magics._pre_run_cell)
@@ -520,12 +517,15 @@ def unload_ipython_extension(ipython: Any) -> None:
     if display is not None:
         display.widget_pool.close()
     registry = ipython.magics_manager.magics
-    for kind, names in (("cell", ("aivvm",)), ("line", ("aivvm",))):
-        for name in names:
-            registry[kind].pop(name, None)
-    ipython.magics_manager.registry.pop(type(magics).__name__, None)
+    for kind in ("cell", "line"):
+        if getattr(registry[kind].get("aivvm"), "__self__", None) is magics:
+            del registry[kind]["aivvm"]
+    del ipython.magics_manager.registry[type(magics).__name__]
+    # Left there, an unloaded instance would still take every %config AivvmMagics line.
+    ipython.configurables[:] = [c for c in ipython.configurables if c is not magics]
 
 
 def magics_for(ipython: Any) -> AivvmMagics | None:
-    """The loaded magics instance of ``ipython`` (the panel shares its conversations)."""
-    return _magics.get(id(ipython))
+    """The loaded magics instance of ``ipython``, found where IPython keeps it."""
+    found = ipython.magics_manager.registry.get(AivvmMagics.__name__)
+    return found if isinstance(found, AivvmMagics) else None

@@ -30,9 +30,28 @@ def sent_messages(server) -> list[dict]:
 def test_load_registers_and_unload_removes(shell, reference):
     shell.run_line_magic("load_ext", "aivvm_magic")
     assert shell.find_cell_magic("aivvm") and shell.find_line_magic("aivvm")
+    first = magics_for(shell)
+    assert first in shell.configurables
     shell.run_line_magic("unload_ext", "aivvm_magic")
     assert shell.find_cell_magic("aivvm") is None and shell.find_line_magic("aivvm") is None
     assert magics_for(shell) is None
+    assert first not in shell.configurables
+
+
+def test_after_a_reload_config_reaches_one_instance_only(shell, reference):
+    """An unloaded instance left among the shell's configurables would take every %config
+    line as well as the live one."""
+    shell.run_line_magic("load_ext", "aivvm_magic")
+    shell.run_line_magic("unload_ext", "aivvm_magic")
+    shell.run_line_magic("load_ext", "aivvm_magic")
+    try:
+        live = magics_for(shell)
+        shell.run_line_magic("config", 'AivvmMagics.model = "gpt-4"')
+        instances = [c for c in shell.configurables if type(c).__name__ == "AivvmMagics"]
+        assert instances == [live] and live.model == "gpt-4"
+    finally:
+        shell.run_line_magic("unload_ext", "aivvm_magic")
+        shell.config.pop("AivvmMagics", None)
 
 
 def test_help_lists_every_option(ip):
