@@ -1,8 +1,10 @@
 """Conversations on disk: the JSON and Markdown export formats, and atomic writes.
 
-Both formats round-trip exactly: what :func:`markdown_text`/JSON writes, the parsers read back
-unchanged, for any text. Writes go to a temporary file beside the target, which replaces it only
-once complete, so a crash mid-write leaves the old file. Standard library only.
+Everything here works on the plain data of :meth:`Conversation.to_dict`, so it needs no
+conversation object. Both formats round-trip exactly: what :func:`write_json` and
+:func:`write_markdown` write, :func:`read` reads back unchanged, for any text. Writes go to a
+temporary file beside the target, which replaces it only once complete, so a crash mid-write
+leaves the old file. Standard library only.
 """
 
 from __future__ import annotations
@@ -326,3 +328,57 @@ def parse_markdown(text: str) -> dict[str, Any]:
         "system": system,
         "turns": turns,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Whole files
+
+
+def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
+    """Write a conversation's ``data`` to ``path`` as UTF-8 JSON, replacing it atomically."""
+    encode = JSON_ENCODER.encode
+
+    def write(file: TextIO) -> None:
+        # One turn to a line: readable, diffable, and each line comes from the fast
+        # one-shot encoder (json.dump with an indent runs the slow pure-Python one).
+        file.write("{\n")
+        for key in ("format", "version", "name", "system"):
+            file.write(f" {encode(key)}: {encode(data[key])},\n")
+        file.write(' "turns": [')
+        for index, turn in enumerate(data["turns"]):
+            file.write(("\n  " if index == 0 else ",\n  ") + encode(turn))
+        file.write("\n ]\n}\n" if data["turns"] else "]\n}\n")
+
+    write_atomically(path, write)
+
+
+def write_markdown(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
+    """Write a conversation's ``data`` to ``path`` as a Markdown transcript, atomically."""
+
+    def write(file: TextIO) -> None:
+        for part in markdown_parts(data):
+            file.write(part)
+
+    write_atomically(path, write)
+
+
+def read(path: str | os.PathLike[str]) -> Any:
+    """The data of the ``.json`` or ``.md`` export at ``path``, not yet checked as a whole.
+
+    :class:`ConversationFormatError` names the file when it is not text in either format; a
+    missing file raises the usual ``OSError``.
+    """
+    kind = format_of(path)
+    with open(path, "rb") as file:
+        raw = file.read()
+    try:
+        try:
+            # utf-8-sig: some editors put a byte-order mark in front when saving.
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ConversationFormatError("not UTF-8 text (a binary file?)") from None
+        if not text.strip():
+            raise ConversationFormatError("the file is empty")
+        return parse_json(text) if kind == "json" else parse_markdown(text)
+    except ConversationFormatError as exc:
+        raise ConversationFormatError(f"{os.fspath(path)}: {exc}") from None
