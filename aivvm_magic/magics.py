@@ -18,6 +18,7 @@ from traitlets import CaselessStrEnum, Float, Int, Unicode, default
 
 from . import embedded, protocol
 from .conversation import ConversationBusy, ConversationStore
+from .errors import AivvmError, one_line
 from .interpolation import interpolate
 from .secret_types import SecretStr, hidden
 
@@ -28,15 +29,6 @@ if TYPE_CHECKING:
 # methods that use them, so that ``%load_ext aivvm_magic`` adds little to kernel start-up.
 
 FORMATS = ("markdown", "text", "code")
-
-
-class AivvmError(Exception):
-    """A failed ``%%aivvm`` cell: shown as one short line, and the cell counts as failed."""
-
-    def _render_traceback_(self) -> list[str]:
-        # IPython and ipykernel show this instead of a traceback: the message is the whole
-        # story (and never holds the key), while the error status still stops Run All.
-        return [f"AivvmError: {self}"]
 
 
 class Secret(Unicode):
@@ -196,7 +188,7 @@ class AivvmMagics(Magics):
             server = embedded.embedded_server(self.embedded_engine, **options)
         except (ImportError, OSError, ValueError) as exc:
             # A missing model file or llama-cpp-python: say so in one line, not a traceback.
-            raise AivvmError(f"The embedded server could not start: {_one_line(exc)}") from None
+            raise AivvmError(f"The embedded server could not start: {one_line(exc)}") from None
         # The reference server speaks both protocols; OpenAI clients live under /v1.
         suffix = "/v1" if (provider or self.provider) == "openai" else ""
         return server.url + suffix, embedded.describe(server)
@@ -470,7 +462,7 @@ class AivvmMagics(Magics):
         try:
             conversation.export(args.path)
         except (ValueError, OSError) as exc:
-            raise AivvmError(f"Could not export to {args.path}: {_one_line(exc)}") from None
+            raise AivvmError(f"Could not export to {args.path}: {one_line(exc)}") from None
         print(f"Exported {len(conversation)} turns of {args.chat!r} to {args.path}")
 
     def _cmd_import(self, args: Any) -> None:
@@ -479,7 +471,7 @@ class AivvmMagics(Magics):
         try:
             loaded = Conversation.load(args.path)
         except (ValueError, OSError) as exc:
-            raise AivvmError(_one_line(exc)) from None
+            raise AivvmError(one_line(exc)) from None
         conversation = self.chats.get(args.chat)
         conversation.replace_with(loaded)
         print(f"Imported {len(loaded)} turns into {args.chat!r} from {args.path}")
@@ -490,11 +482,6 @@ class AivvmMagics(Magics):
         # Shown with a display id (not returned as Out[]), so its static transcript can be
         # updated as the conversation grows.
         ChatPanel(chat=args.chat, magics=self).display()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:300]
 
 
 def load_ipython_extension(ipython: Any) -> None:

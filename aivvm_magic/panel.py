@@ -40,6 +40,7 @@ from .conversation import (
     PendingReply,
     Turn,
 )
+from .errors import one_line
 from .magics import AivvmMagics, magics_for
 from .protocol import models as builtin_models
 from .providers import get_provider
@@ -54,7 +55,7 @@ from .rendering.display import (
 )
 from .rendering.incremental import MarkdownStream
 from .rendering.markdown import render_text
-from .turns import TurnOutcome, TurnRunner, TurnSettings, describe_error
+from .turns import TurnOutcome, TurnRunner, TurnSettings
 
 __all__ = ["ChatPanel"]
 
@@ -63,9 +64,6 @@ logger = logging.getLogger(__name__)
 #: Export formats offered by the panel: label, value, file extension.
 EXPORT_FORMATS = (("JSON", "json", ".json"), ("Markdown", "markdown", ".md"))
 _EXTENSIONS = {value: extension for _, value, extension in EXPORT_FORMATS}
-
-# Longest status note kept from an error, so a long message cannot flood the panel.
-_NOTE_LIMIT = 200
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -104,11 +102,6 @@ def _guarded(method: _F) -> _F:
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
-
-
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _NOTE_LIMIT else text[: _NOTE_LIMIT - 1] + "…"
 
 
 class _Job:
@@ -424,7 +417,7 @@ class ChatPanel(widgets.VBox):
             if kind == "turn_finished" and event.turn is not None:
                 self._set_status(self._turn_line(event.turn), warn=not event.turn.complete)
             elif kind == "turn_failed":
-                note = _short(event.error or "no reply")
+                note = event.error or "no reply"
                 self._set_status(self._state_line("failed", note=note), warn=True)
             elif kind == "reset":
                 removed = _count(event.removed, "turn")
@@ -693,7 +686,7 @@ class ChatPanel(widgets.VBox):
         try:
             self._stream(job)
         except Exception as exc:  # noqa: BLE001 - shown below and in the shell
-            job.note = _short(describe_error(exc))
+            job.note = one_line(exc)
             _report_error()
         finally:
             with self._jobs_lock:
@@ -740,10 +733,10 @@ class ChatPanel(widgets.VBox):
         try:
             job.outcome = runner.run()
         except ConversationBusy as exc:
-            job.note = _short(str(exc))
+            job.note = one_line(exc)
             return
         self.last_outcome = job.outcome
-        job.note = _short(job.outcome.note)
+        job.note = job.outcome.note
 
     def _finish_job(self, job: _Job) -> None:
         outcome = job.outcome
@@ -820,7 +813,7 @@ class ChatPanel(widgets.VBox):
             else:
                 conversation.export_markdown(path)
         except (OSError, ValueError) as exc:
-            note = _short(f"export to {path} failed: {describe_error(exc)}")
+            note = f"export to {path} failed: {one_line(exc)}"
             self._set_status(self._idle_line(note), warn=True)
             return None
         count = _count(len(conversation), "turn")

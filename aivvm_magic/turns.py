@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from . import protocol
 from .conversation import Conversation, Turn
-from .providers import APIError, IncompleteReply, StreamingReply, get_provider
+from .errors import one_line
+from .providers import StreamingReply, get_provider
 from .providers.transport import RetryCallback
 
 #: The status note of a reply that stopped at the model's token limit: complete as far as the
@@ -53,7 +54,7 @@ class TurnOutcome:
     @property
     def note(self) -> str:
         """A short, user-facing reason the reply is not complete ("" when it is)."""
-        return describe_error(self.error)
+        return one_line(self.error)
 
     @property
     def status_note(self) -> str:
@@ -62,20 +63,6 @@ class TurnOutcome:
         if self.complete and self.finish_reason == "length":
             return TOKEN_LIMIT_NOTE
         return self.note
-
-
-def describe_error(exc: BaseException | None) -> str:
-    """One short line for ``exc``, fit for a cell or a panel (never a traceback)."""
-    if exc is None:
-        return ""
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
-    if isinstance(exc, IncompleteReply):
-        return "stopped" if exc.reason == "stopped" else f"reply cut short: {exc.reason}"
-    if isinstance(exc, APIError):
-        return str(exc)
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:300]
 
 
 class TurnRunner:

@@ -687,7 +687,7 @@ CELL_FAULTS = [case for case in FAULTS if case.id != "429-http-date"]
 
 
 def expected_cell_message(case: Fault, url: str) -> str:
-    """The one line a failed cell shows (``turns.describe_error`` of the provider's error)."""
+    """The one line a failed cell shows (``errors.one_line`` of the provider's error)."""
     text = case.message.format(url=url)
     return f"reply cut short: {text}" if case.error is IncompleteReply else text
 

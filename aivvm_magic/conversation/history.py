@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
+from ..errors import one_line
 from . import files
 from .events import ErrorHandler, EventKind, Listener, Listeners
 from .files import FORMAT, VERSION, ConversationFormatError, json_kind, type_name
@@ -28,13 +29,6 @@ class ConversationBusy(RuntimeError):
         self.conversation_name = name
         message = f"conversation {name!r} is busy with another reply"
         super().__init__(f"{message} ({detail})" if detail else message)
-
-
-def _describe_failure(exc: BaseException) -> str:
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class FittedMessages(NamedTuple):
@@ -342,7 +336,7 @@ class Conversation:
                 yield pending
             except BaseException as exc:
                 if not pending.recorded:
-                    self.fail_turn(_describe_failure(exc), pending.text)
+                    self.fail_turn(one_line(exc), pending.text)
                 raise
             if not pending.recorded:
                 self.fail_turn("no reply was recorded", pending.text)

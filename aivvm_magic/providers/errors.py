@@ -59,3 +59,8 @@ class IncompleteReply(ProviderError, requests.exceptions.ChunkedEncodingError):
     def __str__(self) -> str:
         # Computed when shown: the partial text is filled in after the error is raised.
         return f"The reply was cut short after {len(self.partial):,} characters: {self.reason}"
+
+    @property
+    def short(self) -> str:
+        """What a status line says: ``stopped`` (by the user), else why it was cut short."""
+        return "stopped" if self.reason == "stopped" else f"reply cut short: {self.reason}"
