@@ -10,7 +10,7 @@ code, unclosed fences, tables that interrupt paragraphs, CR and CRLF line breaks
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from aivvm_magic.rendering.incremental import MarkdownStream
@@ -83,6 +83,10 @@ def chunked(draw: st.DrawFn) -> tuple[str, list[int]]:
 
 @settings(deadline=None, max_examples=400)
 @given(chunked())
+# A paragraph after a list that grows into one of its items makes the whole list loose; a
+# line after a quote that grows into "--" is a lazy continuation of the quote.
+@example(("1. first\n\n1. first\n", [11, 19]))
+@example(("- \n> - quoted item\n---\n", [20, 21, 23]))
 def test_live_view_and_final_html_match_a_whole_render(case: tuple[str, list[int]]) -> None:
     text, cuts = case
     stream = MarkdownStream()
@@ -121,8 +125,8 @@ def test_final_blocks_are_not_parsed_again() -> None:
     step = 500
     for cut in range(step, len(text), step):
         stream.live(text[:cut])
-        # Everything but the paragraph being written is final and kept.
-        assert cut - stream.frozen_chars < 2 * len(paragraphs[-1])
+        # Everything but the paragraph being written and the one before it is final and kept.
+        assert cut - stream.frozen_chars < 3 * len(paragraphs[-1])
     assert stream.html(text) == render_markdown(text)
 
 

@@ -1,10 +1,12 @@
-"""Markdown for a reply that is still arriving: only its unfinished last block is re-rendered.
+"""Markdown for a reply that is still arriving: only its last two blocks are re-rendered.
 
 The live view shows the reply up to 20 times a second. Rendering all of it each time costs
 time in proportion to its length, so a long reply would slow down its own stream. But text
 appended to a markdown document can only change its last top-level block (the paragraph, list,
-fence or table still being written): a block that another block already follows is final. So
-once such blocks are seen their HTML is kept, and only the text after them is parsed again.
+fence or table still being written) and the block just before it, which the last one can join
+as it grows (a list item, a lazy continuation line): a block that two others already follow is
+final. So once such blocks are seen their HTML is kept, and only the text after them is parsed
+again.
 
 One construct breaks that rule: a link reference definition (``[x]: /url``) changes links
 anywhere in the document, before it as well. A text that may hold one (it contains ``]:``) is
@@ -101,12 +103,18 @@ class MarkdownStream:
         return tokens[self._freeze(open_text, tokens, env) :], env
 
     def _freeze(self, source: str, tokens: list[Token], env: dict[str, Any]) -> int:
-        """Keep the HTML of every top-level block of ``source`` but the last, which may still
-        grow; return the index of the last block's first token (0 when nothing was kept)."""
+        """Keep the HTML of every top-level block of ``source`` but the last two; return the
+        index of the first token not kept (0 when nothing was kept).
+
+        The last block may still grow, and as it grows it can join the block before it: a
+        paragraph "1" that becomes "1. second" joins the list above it (and makes its earlier
+        items loose), a line that becomes "--" is a lazy continuation of the quote above it.
+        Nothing that is appended reaches further back.
+        """
         starts = [i for i, t in enumerate(tokens) if t.level == 0 and t.nesting != -1]
-        if len(starts) < 2:
+        if len(starts) < 3:
             return 0
-        last = starts[-1]
+        last = starts[-2]
         assert tokens[last].map is not None
         chars = _line_offset(source, tokens[last].map[0])
         self._frozen.append((chars, render_tokens(tokens[:last], env)))
