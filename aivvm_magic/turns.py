@@ -17,6 +17,7 @@ from .conversation import Conversation, Turn
 from .errors import one_line
 from .providers import StreamingReply, get_provider
 from .providers.transport import RetryCallback
+from .reply_buffer import ReplyBuffer
 
 #: The status note of a reply that stopped at the model's token limit: complete as far as the
 #: protocol goes, but perhaps mid-sentence.
@@ -83,6 +84,7 @@ class TurnRunner:
         record: bool = True,
         new: bool = False,
         busy_timeout: float | None = 30.0,
+        buffer: ReplyBuffer | None = None,
     ) -> None:
         self.conversation = conversation
         self.prompt = prompt
@@ -92,32 +94,45 @@ class TurnRunner:
         self.record = record
         self.new = new
         self.busy_timeout = busy_timeout
+        #: The reply's text as it arrives: the conversation's pending turn and every view of
+        #: the reply read this one buffer.
+        self.buffer = buffer if buffer is not None else ReplyBuffer()
         self._reply: StreamingReply | None = None
         self._stopped = threading.Event()
 
     def stop(self) -> None:
-        """End the stream now (thread-safe); what arrived is kept as a partial turn."""
+        """End the turn now (thread-safe): a reply streaming is cut, what arrived is kept as a
+        partial turn; a turn still waiting for its conversation gives up."""
         self._stopped.set()
         reply = self._reply
         if reply is not None:
             reply.stop()
+        elif self.record:
+            self.conversation.wake_waiters()
 
     def run(
         self,
         on_chunk: Callable[[str], None] | None = None,
         on_retry: RetryCallback | None = None,
     ) -> TurnOutcome:
-        """Stream the reply, calling ``on_chunk`` per chunk; never raises for a failed reply.
+        """Stream the reply into :attr:`buffer`, calling ``on_chunk`` per chunk (for a view
+        that prints them); never raises for a failed reply.
 
         ``ConversationBusy`` is raised (nothing started) when another reply holds the
-        conversation longer than ``busy_timeout``. Interrupts and errors end the turn and come
-        back in ``outcome.error``; the caller decides how to show them.
+        conversation longer than ``busy_timeout``, or :meth:`stop` came while waiting for it.
+        Interrupts and errors end the turn and come back in ``outcome.error``; the caller
+        decides how to show them.
         """
         if not self.record:
             messages = [{"role": "user", "content": self.prompt}]
-            return self._stream(messages, None, on_chunk, on_retry)
+            return self._stream(messages, on_chunk, on_retry)
         with self.conversation.streaming(
-            self.prompt, self.source, cell_id=self.cell_id, timeout=self.busy_timeout
+            self.prompt,
+            self.source,
+            cell_id=self.cell_id,
+            timeout=self.busy_timeout,
+            buffer=self.buffer,
+            cancel=self._stopped,
         ) as pending:
             if self.new:
                 self.conversation.reset()
@@ -128,7 +143,7 @@ class TurnRunner:
                 system=self.settings.system,
             )
 
-            outcome = self._stream(messages, pending.sink, on_chunk, on_retry)
+            outcome = self._stream(messages, on_chunk, on_retry)
             if outcome.complete or outcome.text:
                 outcome.turn = pending.record(
                     model=self.settings.model,
@@ -137,14 +152,11 @@ class TurnRunner:
                     complete=outcome.complete,
                     error=outcome.note or None,
                 )
-                # The turn's copy of the text serves both: a long reply is held once, not twice.
-                outcome.text = outcome.turn.reply
         return outcome
 
     def _stream(
         self,
         messages: list[dict[str, str]],
-        keep: Callable[[str], None] | None,
         on_chunk: Callable[[str], None] | None,
         on_retry: RetryCallback | None,
     ) -> TurnOutcome:
@@ -169,11 +181,11 @@ class TurnRunner:
             self._reply = reply
             if self._stopped.is_set():
                 reply.stop()
+            keep = self.buffer.append
             with reply:
                 # The per-chunk path of every reply: at most two plain calls, no wrappers.
                 for chunk in reply:
-                    if keep is not None:
-                        keep(chunk)
+                    keep(chunk)
                     if on_chunk is not None:
                         on_chunk(chunk)
             outcome.complete = True
@@ -181,9 +193,8 @@ class TurnRunner:
             outcome.error = exc
         finally:
             reply = self._reply
-            outcome.text = reply.partial if reply is not None else ""
+            outcome.text = self.buffer.text()
             outcome.finish_reason = reply.finish_reason if reply is not None else None
-            # The stream is over (stop() has nothing left to end): let the reply go, so that a
-            # long reply's text is held by the outcome and the turn only.
+            # The stream is over (stop() has nothing left to end): let the reply go.
             self._reply = None
         return outcome

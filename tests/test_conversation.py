@@ -29,6 +29,7 @@ from aivvm_magic.conversation import (
     ConversationStore,
     Turn,
 )
+from aivvm_magic.reply_buffer import ReplyBuffer
 from tests.conftest import make_turn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -279,10 +280,10 @@ def test_a_streamed_turn_tells_every_listener_each_step():
         assert reply.text == "Hello"
         turn = reply.record(**META)
     assert conversation.pending is None
-    assert kinds(events) == ["turn_started", "chunk", "chunk", "turn_finished"]
+    # No event per chunk: views read the reply's buffer.
+    assert kinds(events) == ["turn_started", "turn_finished"]
     assert (events[0].text, events[0].source, events[0].cell_id) == ("Hi", "cell", "c1")
-    assert [event.text for event in events[1:3]] == ["Hel", "lo"]
-    assert events[3].turn is turn and events[3].conversation is conversation
+    assert events[1].turn is turn and events[1].conversation is conversation
     assert turn.prompt == "Hi" and turn.reply == "Hello" and turn.cell_id == "c1"
     assert turn.started.endswith("+00:00") and turn.duration >= 0
 
@@ -295,7 +296,7 @@ def test_a_failed_turn_records_nothing_and_the_error_still_propagates():
         with conversation.streaming("Hi", source="panel") as reply:
             reply.add("partial")
             raise ConnectionError("connection reset")
-    assert kinds(events) == ["turn_started", "chunk", "turn_failed"]
+    assert kinds(events) == ["turn_started", "turn_failed"]
     # The same line a partial turn would carry: one_line() of the error.
     assert events[-1].error == "connection reset"
     assert events[-1].text == "partial"
@@ -336,7 +337,7 @@ def test_a_raising_listener_breaks_neither_the_others_nor_the_caller():
     with conversation.streaming("Hi", source="cell") as reply:
         reply.add("Hello")
         reply.record(**META)
-    assert seen == ["turn_started", "chunk", "turn_finished"]
+    assert seen == ["turn_started", "turn_finished"]
     assert failures == [(ZeroDivisionError, kind, True) for kind in seen]
 
 
@@ -943,32 +944,48 @@ def test_the_module_alone_uses_only_the_standard_library(module):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_a_listener_may_leave_out_chunks_and_then_costs_the_reply_nothing_per_chunk():
+def test_a_reply_is_one_buffer_that_every_view_reads_and_no_chunk_is_announced():
     conv = Conversation("kinds")
     seen: list[str] = []
-    unsubscribe = conv.subscribe(
-        lambda e: seen.append(e.kind), kinds=["turn_started", "turn_finished"]
-    )
-    with conv.streaming("Hi", "cell") as reply:
-        # Nobody wants chunks: the sink is the bare append, no event per chunk.
-        assert reply.sink != reply.add
-        reply.sink("Hel")
+    conv.subscribe(lambda e: seen.append(e.kind))
+    buffer = ReplyBuffer()
+    with conv.streaming("Hi", "cell", buffer=buffer) as reply:
+        assert reply.buffer is buffer
+        buffer.append("Hel")  # what a provider's reply does with each chunk
         reply.add("lo")
-        assert reply.chunks == 2 and reply.elapsed >= 0
-        reply.record(model="m", temperature=0.7, system="")
+        assert reply.chunks == 2 and reply.text == "Hello" and reply.elapsed >= 0
+        turn = reply.record(model="m", temperature=0.7, system="")
     assert seen == ["turn_started", "turn_finished"]
-    assert conv.turns[-1].reply == "Hello"
-    chunks: list[str] = []
-    conv.subscribe(lambda e: chunks.append(e.text), kinds=["chunk"])
-    with conv.streaming("Again", "cell") as reply:
-        assert reply.sink == reply.add  # someone listens for chunks now
-        reply.sink("one ")
-        reply.sink("two")
-        reply.record(model="m", temperature=0.7, system="")
-    assert chunks == ["one ", "two"]
-    unsubscribe()
+    # The turn holds the buffer's own text, not a copy of it.
+    assert turn.reply is buffer.text() and turn.reply == "Hello"
     with pytest.raises(ValueError, match="unknown event kinds"):
-        conv.subscribe(print, kinds=["chunk", "nonsense"])
+        conv.subscribe(print, kinds=["chunk"])
+
+
+def test_a_waiting_asker_can_be_stopped_at_once():
+    conv = Conversation("waiting")
+    cancel = threading.Event()
+    failures: list[BaseException] = []
+    with conv.streaming("first", "cell"):
+
+        def ask() -> None:
+            try:
+                with conv.streaming("second", "panel", timeout=30, cancel=cancel):
+                    pass
+            except ConversationBusy as exc:
+                failures.append(exc)
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        time.sleep(0.05)
+        began = time.monotonic()
+        cancel.set()
+        conv.wake_waiters()
+        asker.join(5)
+        assert time.monotonic() - began < 1
+    assert [str(exc) for exc in failures] == [
+        "conversation 'waiting' is busy with another reply (stopped while waiting)"
+    ]
 
 
 def test_listeners_see_the_reply_recorded_when_they_hear_of_its_turn():

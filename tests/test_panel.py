@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from typing import Any
 
 import comm
@@ -151,7 +152,7 @@ def make_panel(ip: InteractiveShell) -> Iterator[Callable[..., ChatPanel]]:
         panel.stop()
         panel.close()
         # The model list is fetched in the background; let it end before its server does.
-        panel._models_thread.join(5)
+        futures.wait([panel.models_loaded], timeout=5)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -337,13 +338,12 @@ def test_concurrent_sends_never_interleave(
 ) -> None:
     use(ip, medium_server)
     panel, other = make_panel(chat), make_panel(chat)
-    segments: list[list[str]] = []
+    # Each turn's events, in order: a turn that started before the last one finished would
+    # show as two "turn_started" in a row.
+    events: list[str] = []
 
     def listen(event: ConversationEvent) -> None:
-        if event.kind == "turn_started":
-            segments.append([])
-        elif event.kind == "chunk":
-            segments[-1].append(event.text or "")
+        events.append(event.kind)
 
     unsubscribe = panel.conversation.subscribe(listen)
     prompts = [words("alpha", 12), words("beta", 12)]
@@ -362,9 +362,10 @@ def test_concurrent_sends_never_interleave(
     assert results == {p: p for p in prompts}
     turns = panel.conversation.turns
     assert len(turns) == 2 and {t.prompt for t in turns} == set(prompts)
-    for turn, chunks in zip(turns, segments, strict=True):
+    assert events == ["turn_started", "turn_finished"] * 2
+    for turn in turns:
         assert turn.complete and turn.source == "panel"
-        assert turn.reply == turn.prompt == "".join(chunks)
+        assert turn.reply == turn.prompt
     value = panel.transcript.value
     assert value.index(f"<p>{turns[0].reply}</p>") < value.index(f"<p>{turns[1].reply}</p>")
     assert value == other.transcript.value
@@ -435,7 +436,7 @@ def test_a_reply_cut_at_the_token_limit_says_so_in_the_status_line(
     ip.run_line_magic("config", f"AivvmMagics.base_url = {fault.url!r}")
     ip.run_line_magic("config", 'AivvmMagics.provider = "openai"')
     panel = make_panel(chat)
-    panel._models_thread.join(5)
+    futures.wait([panel.models_loaded], timeout=5)
     fault.enqueue(Reply(chunks=[openai_sse("the start of", finish_reason="length")]))
     assert panel.send("Go") == "the start of"
     wait_until(lambda: "token limit" in panel.status.value)
@@ -472,13 +473,13 @@ def test_coalesced_transcript_updates(
     with start_server(engine="echo", delay=delay) as server:
         use(ip, server)
         panel = make_panel(chat)
-        chunks = 0
+        replies: list[Any] = []
 
-        def count(event: ConversationEvent) -> None:
-            nonlocal chunks
-            chunks += event.kind == "chunk"
+        def keep(event: ConversationEvent) -> None:
+            if event.kind == "turn_started":
+                replies.append(panel.conversation.pending)
 
-        unsubscribe = panel.conversation.subscribe(count)
+        unsubscribe = panel.conversation.subscribe(keep)
         before = value_updates(panel.transcript)
         prompt = "x " * 2000
         began = time.monotonic()
@@ -488,6 +489,8 @@ def test_coalesced_transcript_updates(
             unsubscribe()
         took = time.monotonic() - began
     updates = value_updates(panel.transcript) - before
+    (reply,) = replies
+    chunks = reply.chunks  # the pieces the client read, as they came
     assert chunks >= 1000
     assert 1 <= updates < chunks / 20, (updates, chunks)
     assert updates <= 25 * took + 3, (updates, took)
@@ -618,7 +621,7 @@ def test_the_panel_finds_the_running_shell(ip: InteractiveShell, fast_server: Se
     use(ip, fast_server)
     panel = ChatPanel()
     try:
-        assert panel._magics is magics(ip)
+        assert panel.session is magics(ip).session
         assert panel.conversation is magics(ip).chats.get("default")
     finally:
         panel.close()
@@ -626,8 +629,8 @@ def test_the_panel_finds_the_running_shell(ip: InteractiveShell, fast_server: Se
     ip.run_line_magic("unload_ext", "aivvm_magic")
     panel = ChatPanel("fresh")
     try:
-        assert magics_for(ip) is panel._magics
-        assert "fresh" in panel._magics.chats
+        assert magics_for(ip).session is panel.session
+        assert "fresh" in panel.session.chats
     finally:
         panel.close()
         # Later tests configure the instance loaded now, as the module fixture did.

@@ -13,13 +13,10 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 from .files import type_name
 from .turn import Turn
-
-if TYPE_CHECKING:
-    from .history import Conversation
 
 __all__ = [
     "EVENT_KINDS",
@@ -33,7 +30,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-EventKind = Literal["turn_started", "chunk", "turn_finished", "turn_failed", "reset", "replaced"]
+EventKind = Literal["turn_started", "turn_finished", "turn_failed", "reset", "replaced"]
 EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 Listener = Callable[["ConversationEvent"], object]
 ErrorHandler = Callable[[BaseException, "ConversationEvent"], object]
@@ -47,7 +44,6 @@ class ConversationEvent:
     ``kind``                set fields
     ======================  ==================================================================
     ``"turn_started"``      ``text`` (the prompt), ``source``, ``cell_id``
-    ``"chunk"``             ``text`` (the next piece of the streaming reply)
     ``"turn_finished"``     ``turn`` (the recorded turn, complete or partial)
     ``"turn_failed"``       ``error``, ``text`` (what had streamed); nothing was recorded
     ``"reset"``             ``removed`` (how many turns were cleared)
@@ -62,8 +58,9 @@ class ConversationEvent:
     cell_id: str | None = None
     error: str | None = None
     removed: int = 0
-    #: The conversation it happened to, for a listener that follows several.
-    conversation: Conversation | None = field(default=None, repr=False, compare=False)
+    #: The :class:`~aivvm_magic.conversation.Conversation` it happened to, for a listener that
+    #: follows several (typed loosely: the conversation module imports this one).
+    conversation: Any = field(default=None, repr=False, compare=False)
 
 
 def log_listener_error(exc: BaseException, event: ConversationEvent) -> None:
@@ -81,15 +78,13 @@ class Listeners:
     may subscribe, unsubscribe or change the conversation without a deadlock.
     """
 
-    def __init__(self, conversation: Conversation) -> None:
+    def __init__(self, conversation: Any) -> None:
         self.conversation = conversation
         #: Called as ``error_handler(exc, event)`` when a listener raises, inside the
         #: ``except`` block, so ``sys.exc_info()`` holds the error (``showtraceback()`` works).
         self.error_handler: ErrorHandler = log_listener_error
         self._lock = threading.Lock()
         self._listeners: dict[int, tuple[Listener, frozenset[str]]] = {}
-        #: How many listeners want ``"chunk"`` events (read on every chunk, without the lock).
-        self.chunk_listeners = 0
         self._tokens = itertools.count()
 
     def subscribe(
@@ -105,13 +100,10 @@ class Listeners:
         with self._lock:
             token = next(self._tokens)
             self._listeners[token] = (listener, wanted)
-            self.chunk_listeners += "chunk" in wanted
 
         def unsubscribe() -> None:
             with self._lock:
-                entry = self._listeners.pop(token, None)
-                if entry is not None:
-                    self.chunk_listeners -= "chunk" in entry[1]
+                self._listeners.pop(token, None)
 
         return unsubscribe
 

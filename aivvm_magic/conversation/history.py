@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from ..errors import one_line
+from ..reply_buffer import ReplyBuffer
 from . import files
 from .events import ErrorHandler, EventKind, Listener, Listeners
 from .files import FORMAT, VERSION, ConversationFormatError, json_kind, type_name
@@ -46,8 +48,9 @@ class Conversation:
     The history is a list of :class:`Turn`. :meth:`fit` turns it into the messages of the next
     request, dropping the oldest turns to stay within a character budget. A reply streams in
     through :meth:`streaming`, which lets one reply at a time into the conversation and tells
-    every listener (:meth:`subscribe`) about each chunk, so several panels and cells showing
-    the same conversation stay in step.
+    every listener (:meth:`subscribe`) when it starts and ends; the reply's text is a buffer
+    that every view of it reads, so several panels and cells showing the same conversation
+    stay in step.
 
     **Re-running a cell.** A turn asked from a notebook cell carries that cell's id. When the
     cell runs again, its old turn and every turn after it are removed *before* the new
@@ -88,9 +91,10 @@ class Conversation:
         self._cells: dict[str, int] = {}
         # Guards the turns; held only briefly and never while listeners run.
         self._state = threading.RLock()
-        # Held for as long as a reply streams in; see streaming().
-        self._reply_lock = threading.Lock()
+        # The thread a reply streams in from (see streaming()), and the condition that the
+        # askers waiting for the conversation sleep on until it is free or they are stopped.
         self._reply_owner: int | None = None
+        self._reply_free = threading.Condition(threading.Lock())
         self._pending: PendingReply | None = None
 
     def __repr__(self) -> str:
@@ -249,8 +253,8 @@ class Conversation:
         ``kinds``); returns unsubscribe.
 
         Listeners run in the thread that caused the event. One that raises does not stop the
-        others or the caller; its error goes to :attr:`error_handler`. A listener that leaves
-        out ``"chunk"`` keeps the per-chunk path of every reply free of events.
+        others or the caller; its error goes to :attr:`error_handler`. There is no event per
+        chunk: a view that shows a reply as it streams reads :attr:`pending`'s buffer.
         """
         return self._listeners.subscribe(listener, kinds)
 
@@ -264,20 +268,12 @@ class Conversation:
     def error_handler(self, handler: ErrorHandler) -> None:
         self._listeners.error_handler = handler
 
-    @property
-    def _chunk_listeners(self) -> int:
-        return self._listeners.chunk_listeners
-
     def _emit(self, kind: EventKind, **fields: Any) -> None:
         self._listeners.emit(kind, **fields)
 
     def begin_turn(self, prompt: str, source: str, cell_id: str | None = None) -> None:
         """Tell the listeners a turn started (``"turn_started"``); :meth:`streaming` calls it."""
         self._emit("turn_started", text=prompt, source=source, cell_id=cell_id)
-
-    def emit_chunk(self, text: str) -> None:
-        """Tell the listeners a piece of the reply arrived (``"chunk"``)."""
-        self._emit("chunk", text=text)
 
     def fail_turn(self, error: str, text: str = "") -> None:
         """Tell the listeners the turn ended without being recorded (``"turn_failed"``)."""
@@ -288,7 +284,7 @@ class Conversation:
     @property
     def busy(self) -> bool:
         """Whether a reply is streaming into the conversation now."""
-        return self._reply_lock.locked()
+        return self._reply_owner is not None
 
     @property
     def pending(self) -> PendingReply | None:
@@ -304,6 +300,8 @@ class Conversation:
         *,
         cell_id: str | None = None,
         timeout: float | None = None,
+        buffer: ReplyBuffer | None = None,
+        cancel: threading.Event | None = None,
     ) -> Iterator[PendingReply]:
         """Hold the conversation for one reply: ``with conv.streaming(...) as reply:``.
 
@@ -318,17 +316,19 @@ class Conversation:
         ``reply.record(..., complete=False, error="interrupted")``.
 
         A thread asking again while its own reply streams gets ``ConversationBusy`` at once,
-        since waiting for itself would never end.
+        since waiting for itself would never end. ``buffer`` is the reply's text, when the
+        caller made it already (to hand the same one to the provider and the views). Setting
+        ``cancel`` and calling :meth:`wake_waiters` ends a wait with :class:`ConversationBusy`.
         """
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a str, not {type_name(prompt)}")
         if source not in SOURCES:
             raise ValueError(f"source must be 'cell' or 'panel', not {source!r}")
-        self._acquire_reply(timeout)
+        self._acquire_reply(timeout, cancel)
         try:
             if cell_id is not None:
                 self.truncate_from_cell(cell_id)
-            pending = PendingReply(self, prompt, source, cell_id)
+            pending = PendingReply(self.record, prompt, source, cell_id, buffer)
             with self._state:
                 self._pending = pending
             self.begin_turn(prompt, source=source, cell_id=cell_id)
@@ -343,21 +343,29 @@ class Conversation:
         finally:
             with self._state:
                 self._pending = None
-            self._reply_owner = None
-            self._reply_lock.release()
+            with self._reply_free:
+                self._reply_owner = None
+                self._reply_free.notify_all()
 
-    def _acquire_reply(self, timeout: float | None) -> None:
-        if self._reply_owner == threading.get_ident():
-            raise ConversationBusy(self.name, "asked again from the thread streaming it")
-        if timeout is None:
-            acquired = self._reply_lock.acquire()
-        elif timeout <= 0:
-            acquired = self._reply_lock.acquire(blocking=False)
-        else:
-            acquired = self._reply_lock.acquire(timeout=timeout)
-        if not acquired:
-            raise ConversationBusy(self.name, f"waited {timeout:g} s" if timeout else "")
-        self._reply_owner = threading.get_ident()
+    def _acquire_reply(self, timeout: float | None, cancel: threading.Event | None) -> None:
+        me = threading.get_ident()
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        with self._reply_free:
+            if self._reply_owner == me:
+                raise ConversationBusy(self.name, "asked again from the thread streaming it")
+            while self._reply_owner is not None:
+                if cancel is not None and cancel.is_set():
+                    raise ConversationBusy(self.name, "stopped while waiting")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise ConversationBusy(self.name, f"waited {timeout:g} s" if timeout else "")
+                self._reply_free.wait(remaining)
+            self._reply_owner = me
+
+    def wake_waiters(self) -> None:
+        """Wake the askers waiting for the conversation, so that a stopped one gives up now."""
+        with self._reply_free:
+            self._reply_free.notify_all()
 
     # ---- export and import ------------------------------------------------------------------
 

@@ -1,0 +1,80 @@
+"""A reply as safe HTML: whole, while it streams, and the status line under it.
+
+Shared by the cells' output and the chat panel, so a reply looks the same in both. Every
+function returns sanitised HTML (see :mod:`.markdown`): plain tags and classes only, no
+``<style>`` or style attributes, which GitHub, nbviewer and an untrusted notebook strip anyway.
+"""
+
+from __future__ import annotations
+
+import html
+
+from .incremental import MarkdownStream, plain_tail
+from .markdown import render_markdown, render_text
+
+__all__ = [
+    "LIVE_MARKDOWN_LIMIT",
+    "LIVE_TAIL",
+    "MARKDOWN_LIMIT",
+    "format_status",
+    "live_reply_html",
+    "render_live",
+    "render_reply",
+    "reply_html",
+    "status_html",
+]
+
+#: Markdown costs about a second per megabyte to render: longer replies are shown as plain
+#: text in the final output. While streaming, the live view shows at most about this much of
+#: the reply's end, so each update stays small however long the reply grows.
+MARKDOWN_LIMIT = 1_000_000
+LIVE_MARKDOWN_LIMIT = 100_000
+LIVE_TAIL = 20_000
+
+
+def render_reply(text: str, fmt: str) -> str:
+    """Safe HTML for ``text`` in the display format ``fmt`` (``markdown``, ``text``, ``code``)."""
+    if fmt == "text" or len(text) > MARKDOWN_LIMIT:
+        return render_text(text)
+    return render_markdown(text)
+
+
+def render_live(text: str, fmt: str) -> str:
+    """Safe HTML for a live view rendered from scratch: the whole reply, or for a long one its
+    last part only. A view that keeps a :class:`MarkdownStream` renders incrementally instead."""
+    if len(text) <= LIVE_MARKDOWN_LIMIT:
+        return render_reply(text, fmt)
+    return plain_tail(text, LIVE_TAIL)
+
+
+def live_reply_html(text: str, fmt: str, markdown: MarkdownStream | None) -> str:
+    """Safe HTML for the live view of a reply still arriving: markdown rendered by the reply's
+    own ``markdown`` stream (only its unfinished block again), or for the plain-text format, a
+    reply over ``MARKDOWN_LIMIT`` or no stream, :func:`render_live`."""
+    if markdown is not None and fmt != "text" and len(text) <= MARKDOWN_LIMIT:
+        return markdown.live(text, budget=LIVE_MARKDOWN_LIMIT)
+    return render_live(text, fmt)
+
+
+def format_status(
+    *, model: str, target: str, elapsed: float, chars: int, state: str, note: str = ""
+) -> str:
+    """The one-line status under a reply: model, target, elapsed time, characters, state."""
+    parts = [model, target, f"{elapsed:.1f} s", f"{chars:,} chars"]
+    line = " · ".join(p for p in parts if p)
+    if state:
+        line = f"{state} · {line}"
+    if note:
+        line = f"{line} · {note}"
+    return line
+
+
+def status_html(line: str, *, warn: bool = False) -> str:
+    """A status line as HTML, marked ⚠ when ``warn``; shared by the cells and the panel."""
+    mark = "⚠ " if warn else ""
+    return f'<div class="aivvm-status"><small>{mark}{html.escape(line)}</small></div>'
+
+
+def reply_html(body: str, status: str, *, warn: bool = False) -> str:
+    """A reply's HTML ``body`` with its ``status`` line under it, as a cell shows them."""
+    return f'<div class="aivvm-reply">{body}</div>{status_html(status, warn=warn)}'

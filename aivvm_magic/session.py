@@ -1,0 +1,115 @@
+"""A session: what the cells and panels of one IPython session share.
+
+The :class:`Session` holds the conversations (by name), says where requests go (a configured
+server, or the embedded one started on first use), builds each request's settings from the
+session's :class:`~aivvm_magic.settings.Settings`, and owns the one render loop that draws every
+live view (cells and panels) and the one worker that makes the session's background lookups.
+The magics own one; a chat panel is handed it and never imports the magics.
+
+Examples
+--------
+::
+
+    In [1]: from aivvm_magic.session import Session
+    In [2]: from aivvm_magic.settings import Settings
+    In [3]: session = Session(Settings(base_url="http://127.0.0.1:8000"))
+    In [4]: session.target()
+    Out[4]: ('http://127.0.0.1:8000', 'http://127.0.0.1:8000')
+    In [5]: session.request_settings(model="gpt-4").model
+    Out[5]: 'gpt-4'
+"""
+
+from __future__ import annotations
+
+import weakref
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from . import embedded
+from .conversation import ConversationStore
+from .errors import AivvmError, one_line
+from .rendering.loop import RenderLoop
+from .settings import Settings
+from .worker import Worker
+
+if TYPE_CHECKING:
+    from .turns import TurnSettings
+
+__all__ = ["Session"]
+
+
+class Session:
+    """The conversations, the request target and the request settings of one session."""
+
+    def __init__(self, settings: Settings) -> None:
+        #: Where every default comes from; the magics instance in a notebook.
+        self.settings = settings
+        #: The conversations, by name; cells and panels that name one share it.
+        self.chats = ConversationStore()
+        #: Draws every live view of the session on one thread, started with the first view.
+        self.render_loop = RenderLoop()
+        # Lookups that may take seconds (a server's model list) run here, not in a cell.
+        self._lookups = Worker("aivvm-lookups")
+        self._finalizer = weakref.finalize(self, _close, self.render_loop, self._lookups)
+
+    def submit(self, function: Any, *args: Any) -> Future[Any]:
+        """Run ``function(*args)`` on the session's lookup worker; its future."""
+        return self._lookups.submit(function, *args)
+
+    def close(self) -> None:
+        """Stop the session's threads (when the extension is unloaded)."""
+        self._finalizer()
+
+    def target(self, base_url: str | None = None, provider: str = "") -> tuple[str, str]:
+        """The base URL to use and a description of it for status lines.
+
+        ``base_url`` overrides the configured one; with neither, the embedded server (started
+        now if it is not running) answers, under ``/v1`` for the ``openai`` provider.
+        """
+        settings = self.settings
+        url = base_url or settings.base_url
+        if url:
+            return url.rstrip("/"), url.rstrip("/")
+        options = {"model_path": settings.local_model_path} if settings.local_model_path else {}
+        if settings.embedded_engine == "echo":
+            options = {}
+        try:
+            server = embedded.embedded_server(settings.embedded_engine, **options)
+        except (ImportError, OSError, ValueError) as exc:
+            # A missing model file or llama-cpp-python: say so in one line, not a traceback.
+            raise AivvmError(f"The embedded server could not start: {one_line(exc)}") from None
+        # The reference server speaks both protocols; OpenAI clients live under /v1.
+        suffix = "/v1" if (provider or settings.provider) == "openai" else ""
+        return server.url + suffix, embedded.describe(server)
+
+    def request_settings(self, **overrides: Any) -> TurnSettings:
+        """The settings of one request: the session's, with ``overrides`` that are not None.
+
+        The key is the one for the request's provider, so that a key for one service never
+        goes to another.
+        """
+        from .turns import TurnSettings
+
+        settings = self.settings
+        values: dict[str, Any] = {
+            "model": settings.model,
+            "temperature": settings.temperature,
+            "system": settings.system_message,
+            "base_url": settings.base_url,
+            "provider": settings.provider,
+            "connect_timeout": settings.connect_timeout,
+            "read_timeout": settings.read_timeout,
+            "retries": settings.retries,
+            "history_limit": settings.history_limit,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values.setdefault("key", settings.key_for(values["provider"]))
+        return TurnSettings(**values)
+
+    def __repr__(self) -> str:
+        return f"<Session {self.chats.names()!r}>"
+
+
+def _close(loop: RenderLoop, lookups: Worker) -> None:
+    loop.close()
+    lookups.shutdown()

