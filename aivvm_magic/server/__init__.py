@@ -29,7 +29,8 @@ from types import TracebackType
 from typing import Any
 
 from .app import ChatServer, ServerStats
-from .engines import ENGINES, ChatRequest, EchoEngine, Engine, make_engine, register_engine
+from .engine_base import ChatRequest, Engine
+from .engines import ENGINES, EchoEngine, make_engine, register_engine
 
 __all__ = [
     "ENGINES",

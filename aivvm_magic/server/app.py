@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from ..protocol import CHAT_FIELDS, CHAT_PATH, MODELS_PATH, models
 from . import openai_routes
-from .engines import FINISH_REASONS, ChatRequest, Engine
+from .engine_base import FINISH_REASONS, ChatRequest, Engine
 
 __all__ = [
     "HEALTH_PATH",

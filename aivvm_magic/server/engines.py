@@ -1,99 +1,38 @@
-"""Engines: what writes the replies the reference server streams back.
+"""Engines: what writes the replies the reference server streams back, by name.
 
-An engine turns one validated chat request into a generator of text chunks. The server writes
-each chunk to the client as soon as the generator yields it, and closes the generator when the
-client goes away, so an engine stops working for a reader who is no longer there.
+An engine turns one validated chat request into a generator of text chunks (the contract is
+in :mod:`.engine_base`). The server writes each chunk to the client as soon as the generator
+yields it, and closes the generator when the client goes away, so an engine stops working for
+a reader who is no longer there.
 
 Engines are looked up by name in :data:`ENGINES`. The registry is open: a module that provides
-another engine calls :func:`register_engine` when it is imported.
+another engine calls :func:`register_engine` when it is imported. An engine with heavy
+dependencies registers a :class:`LazyFactory` instead, a ``"module:attribute"`` reference
+imported on the first build: that is how ``local`` is known here, so this module never
+imports :mod:`.local` (which imports :mod:`.engine_base`, not this registry), and llama_cpp
+loads only when a local engine is built.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Generator
 from typing import Any
+
+from .engine_base import ChatRequest, Engine
 
 __all__ = [
     "ENGINES",
     "ChatRequest",
     "EchoEngine",
     "Engine",
+    "LazyFactory",
     "make_engine",
     "register_engine",
     "split_words",
 ]
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """A validated chat request, as an engine sees it.
-
-    It comes from ``POST /api/chat`` or ``POST /v1/chat/completions``. The API key is
-    deliberately not a field: an engine has no use for it, and leaving it out means no repr,
-    log line or traceback that shows a request can show the key.
-    """
-
-    #: An id of the Aivvm ``models`` table on ``/api/chat``; any non-empty id on ``/v1``.
-    model_id: str
-    #: The conversation, each item ``{"role": "user" | "assistant", "content": str}``.
-    messages: list[dict[str, str]]
-    #: The system message (the wire field ``prompt``).
-    prompt: str
-    temperature: float
-    #: The most tokens the client wants in the reply; None when it did not say (``/api/chat``
-    #: has no such field). The echo engine counts a word as a token.
-    max_tokens: int | None = None
-    #: Texts that end the reply where they would first appear, without them (``/v1`` only).
-    stop: tuple[str, ...] = ()
-
-    def last_user_message(self) -> str | None:
-        """The content of the last message whose role is ``user``, or None if there is none."""
-        for message in reversed(self.messages):
-            if message["role"] == "user":
-                return message["content"]
-        return None
-
-
-#: How a reply can end, as the ``/v1`` route's ``finish_reason`` says it.
-FINISH_REASONS = ("stop", "length")
-
-
-class Engine(ABC):
-    """Base class of the engines that generate replies.
-
-    One engine instance serves every request and every model id, from many threads at once,
-    so :meth:`generate` must not keep per-request state on ``self`` (or must lock it).
-    """
-
-    #: The name the engine is registered under, shown by ``/api/health``.
-    name: str = "engine"
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-serialisable facts about this engine, for ``/api/health``."""
-        return {"engine": self.name}
-
-    def served_by(self) -> str:
-        """A short, honest text saying what really answers, for each ``/api/models`` entry."""
-        return f"{self.name} engine"
-
-    @abstractmethod
-    def generate(self, request: ChatRequest) -> Iterator[str]:
-        """Yield the reply to ``request`` as text chunks, in order.
-
-        A generator may ``return "length"`` when it stopped at the token budget
-        (``max_tokens``) rather than at the reply's natural end; the ``/v1`` route reports it
-        as the ``finish_reason``. Anything else it returns counts as ``"stop"``.
-        """
-
-    def close(self) -> None:  # noqa: B027 - an optional hook; most engines hold nothing
-        """Release what the engine holds (a loaded model, say); the default holds nothing."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r})"
 
 
 # Each piece is a run of non-space characters with the spaces after it, or, only at the very
@@ -183,13 +122,34 @@ def make_engine(name: str, **options: Any) -> Engine:
 register_engine(EchoEngine.name, EchoEngine)
 
 
-def _local_engine(**options: Any) -> Engine:
-    """Build the ``local`` engine (:mod:`aivvm_magic.server.local`); llama_cpp loads only now."""
-    # It streams at the model's pace, so the test engines' ``delay`` knob does not apply.
-    options.pop("delay", None)
-    from .local import LocalEngine
+class LazyFactory:
+    """An engine factory named by ``"module:attribute"``, imported when an engine is first built.
 
-    return LocalEngine(**options)
+    Registering one costs no import, so the registry does not depend on the engine's module
+    (nor on what that module imports). ``ignored_options`` are dropped before the call: options
+    that the server passes to every engine and this one has no use for.
+    """
+
+    def __init__(self, reference: str, ignored_options: tuple[str, ...] = ()) -> None:
+        module, sep, attribute = reference.partition(":")
+        if not (module and sep and attribute):
+            raise ValueError(f"expected 'module:attribute', not {reference!r}")
+        self.reference = reference
+        self.ignored_options = ignored_options
+
+    def resolve(self) -> Callable[..., Engine]:
+        """The factory itself, its module imported if nothing imported it yet."""
+        module, _, attribute = self.reference.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def __call__(self, **options: Any) -> Engine:
+        for name in self.ignored_options:
+            options.pop(name, None)
+        return self.resolve()(**options)
+
+    def __repr__(self) -> str:
+        return f"LazyFactory({self.reference!r})"
 
 
-register_engine("local", _local_engine)
+# It streams at the model's pace, so the test engines' ``delay`` knob does not apply.
+register_engine("local", LazyFactory("aivvm_magic.server.local:LocalEngine", ("delay",)))

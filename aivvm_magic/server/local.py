@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .engines import ChatRequest, Engine
+from .engine_base import ChatRequest, Engine
 
 __all__ = [
     "BUNDLED_MODEL_DISTRIBUTION",

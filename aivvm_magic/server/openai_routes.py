@@ -3,7 +3,7 @@
 ``POST /v1/chat/completions`` and ``GET /v1/models`` let any OpenAI client (the official
 ``openai`` package, ``llm``, curl) reach the same engine as ``/api/chat``. This module holds
 what is specific to that API and does no I/O: it validates bodies into a
-:class:`~aivvm_magic.server.engines.ChatRequest`, and writes the JSON documents and
+:class:`~aivvm_magic.server.engine_base.ChatRequest`, and writes the JSON documents and
 server-sent events that carry the reply. :mod:`.app` routes, reads, writes and runs the engine.
 
 Mapping of a request onto the engine:
@@ -39,7 +39,7 @@ from http import HTTPStatus
 from typing import Any
 
 from ..protocol import DEFAULT_SYSTEM_MESSAGE, DEFAULT_TEMPERATURE, models
-from .engines import ChatRequest
+from .engine_base import ChatRequest
 
 __all__ = [
     "COMPLETIONS_PATH",
