@@ -1,4 +1,4 @@
-"""The HTTP side of the reference server: validation, routing and streaming.
+"""The HTTP side of the reference server: validation, routing, bodies and answers.
 
 Built on :mod:`http.server` with one thread per connection. ``POST /api/chat`` streams the
 engine's chunks as bare UTF-8 text with chunked transfer encoding, writing each chunk as soon
@@ -6,7 +6,7 @@ as the engine yields it; the other routes answer small JSON documents with a Con
 so HTTP/1.1 keep-alive works throughout.
 
 The same engine also answers OpenAI's chat API under ``/v1``: :mod:`.openai_routes` parses
-those requests and frames their replies, and one engine loop, ``ChatRequestHandler._run_engine``,
+those requests and frames their replies, and one engine loop, :func:`.streaming.run_engine`,
 serves both APIs, so streaming, disconnects and shutdown behave alike on both.
 """
 
@@ -17,23 +17,20 @@ import dataclasses
 import hmac
 import json
 import math
-import queue
-import re
-import select
 import socket
 import sys
 import threading
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Any
 
 from ..protocol import CHAT_FIELDS, CHAT_PATH, MODELS_PATH, models
 from . import openai_routes
-from .engine_base import FINISH_REASONS, ChatRequest, Engine
+from .engine_base import ChatRequest, Engine
+from .streaming import GatheredReply, Reply, ReplyFraming, StreamedReply, run_engine, utf8
 
 __all__ = [
     "HEALTH_PATH",
@@ -57,9 +54,6 @@ RECORDED_REQUESTS = 1000
 
 _ROLES = ("user", "assistant")
 
-# JSON may carry lone surrogates (escapes like \ud800), which have no UTF-8 form; like a
-# JavaScript server, the reply shows each as U+FFFD rather than failing mid-stream.
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # Per path: the allowed methods (anything else on a known path is a 405) and the handler.
 _ROUTES: dict[str, tuple[tuple[str, ...], str]] = {
@@ -259,74 +253,11 @@ class ChatServer(ThreadingHTTPServer):
             self.log(f"internal error: {type(error).__name__}: {error}")
 
 
-def _utf8(text: str) -> bytes:
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
-
-
 def _shutdown_socket(connection: socket.socket) -> None:
     try:
         connection.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass  # Already closed by the peer or by its handler.
-
-
-def _peer_closed(connection: socket.socket) -> bool:
-    """Whether the client has closed its end, checked without waiting or consuming input."""
-    try:
-        # poll, unlike select, has no limit on descriptor numbers.
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(connection, select.POLLIN)
-            readable = bool(poller.poll(0))
-        else:
-            readable = bool(select.select([connection], [], [], 0)[0])
-        # Readable with nothing to read is end of file; data (a pipelined request) stays unread.
-        return readable and connection.recv(1, socket.MSG_PEEK) == b""
-    except OSError:
-        return True
-
-
-class ReplyFraming(Protocol):
-    """How a route wraps a reply it streams; the engine loop is the same for every route."""
-
-    #: The ``Content-Type`` of the streamed body.
-    content_type: str
-
-    def opening(self) -> str:
-        """Text sent once the reply starts, before the first piece; ``""`` for none."""
-
-    def piece(self, text: str) -> str:
-        """The text that carries one piece of the reply."""
-
-    def closing(self, finish_reason: str = "stop") -> str:
-        """Text sent after the last piece; ``finish_reason`` is how the engine ended."""
-
-    def failure(self) -> str | None:
-        """Text sent when the engine fails mid-reply; None to cut the body short instead."""
-
-
-class _EnginePieces:
-    """An engine's pieces, one ``next()`` at a time, and the finish reason it returned.
-
-    An engine's ``generate`` may end with ``return "length"`` when it stopped at its token
-    budget; anything else counts as ``"stop"``.
-    """
-
-    def __init__(self, generator: Iterator[str]) -> None:
-        self._generator = generator
-        self.finish_reason = "stop"
-
-    def next(self) -> str | None:
-        """The next piece, or None at the end."""
-        try:
-            return next(self._generator)
-        except StopIteration as done:
-            if done.value in FINISH_REASONS:
-                self.finish_reason = done.value
-            return None
 
 
 class _PlainText:
@@ -346,203 +277,6 @@ class _PlainText:
     def failure(self) -> None:
         # The protocol has no error channel: only the missing chunked terminator tells.
         return None
-
-
-class _Reply(ABC):
-    """Where the engine loop puts a reply's pieces: the client, now or once it is whole."""
-
-    def __init__(self, handler: ChatRequestHandler, refuse: Callable[[], None]) -> None:
-        self.handler = handler
-        #: Answers the route's 500, for an engine failure before anything was sent.
-        self.refuse = refuse
-
-    @abstractmethod
-    def begin(self) -> None:
-        """The engine produced its first piece: the reply starts."""
-
-    @abstractmethod
-    def piece(self, text: str) -> None:
-        """One non-empty piece; raises OSError when the client has gone away."""
-
-    @abstractmethod
-    def end(self, finish_reason: str = "stop") -> None:
-        """The engine finished (``stop``, or ``length`` at its token budget): complete the
-        answer."""
-
-    @abstractmethod
-    def fail(self) -> None:
-        """The engine failed after :meth:`begin`: end the answer so that the failure shows."""
-
-    def release(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
-        """However the reply ended, free what it holds (called last, once)."""
-
-
-class _FrameWriter:
-    """Sends a streamed reply's bytes from a thread of its own, all that queued up at once.
-
-    The socket has Nagle's algorithm off, so every write leaves at once: a slow engine's
-    tokens reach the client without delay. A fast engine can yield thousands of pieces a
-    second, though, and a syscall and a packet for each would cost the reader as much as the
-    server (more when both share a process and its GIL). So while one write is under way the
-    next pieces queue up, and the following write sends them all together, still framed one
-    by one: what the engine is doing sets the batching, never a timer.
-
-    At most ``MAX_QUEUED`` bytes wait in the queue: beyond that the engine waits too, so a
-    client that stops reading holds the server's memory (and the local model) no more than a
-    blocking write would.
-    """
-
-    MAX_QUEUED = 1 << 20
-
-    def __init__(self, wfile: Any) -> None:
-        self._wfile = wfile
-        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self._error: OSError | None = None
-        # Each counter has one writer thread, so neither needs a lock.
-        self._queued = 0
-        self._written = 0
-        self._room = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="aivvm-reply-writer", daemon=True)
-        self._thread.start()
-
-    def write(self, data: bytes) -> None:
-        """Queue ``data``; raises the OSError of an earlier write (the client has gone)."""
-        if self._error is not None:
-            raise self._error
-        self._queued += len(data)
-        self._queue.put(data)
-        while self._queued - self._written > self.MAX_QUEUED and self._error is None:
-            self._room.clear()
-            # Checked again after clearing: the writer may have made room meanwhile.
-            if self._queued - self._written > self.MAX_QUEUED and self._error is None:
-                self._room.wait()
-        if self._error is not None:
-            raise self._error
-
-    def close(self) -> None:
-        """Wait until everything queued is written; raise the OSError if that failed."""
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-    def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while batch[-1] is not None:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            done = batch[-1] is None
-            data = b"".join(batch[:-1] if done else batch)  # type: ignore[arg-type]
-            try:
-                if data:
-                    self._wfile.write(data)
-            except OSError as error:
-                self._error = error
-                return
-            finally:
-                self._written += len(data)
-                self._room.set()
-            if done:
-                return
-
-
-class _StreamedReply(_Reply):
-    """Writes each piece to the client as soon as the engine yields it, framed by ``framing``."""
-
-    def __init__(
-        self, handler: ChatRequestHandler, framing: ReplyFraming, refuse: Callable[[], None]
-    ) -> None:
-        super().__init__(handler, refuse)
-        self.framing = framing
-        self._writer: _FrameWriter | None = None
-        # HTTP/1.0 clients do not know chunked framing; for them the end of the body is the
-        # end of the connection, which both APIs allow.
-        self.chunked = handler.request_version != "HTTP/1.0"
-
-    def begin(self) -> None:
-        handler = self.handler
-        handler.send_response(HTTPStatus.OK)
-        handler.send_header("Content-Type", self.framing.content_type)
-        handler.send_header("Cache-Control", "no-cache")
-        if self.chunked:
-            handler.send_header("Transfer-Encoding", "chunked")
-        else:
-            handler.send_header("Connection", "close")
-            handler.close_connection = True
-        handler.end_headers()
-        self._writer = _FrameWriter(handler.wfile)
-        self._write(self.framing.opening())
-
-    def piece(self, text: str) -> None:
-        self._write(self.framing.piece(text))
-
-    def end(self, finish_reason: str = "stop") -> None:
-        self._write(self.framing.closing(finish_reason))
-        self._terminate()
-
-    def fail(self) -> None:
-        text = self.framing.failure()
-        if text is not None:
-            # An in-band error ends a well-framed body, so clients read the error itself
-            # rather than a transport error; the route's framing marks the reply as cut.
-            self._write(text)
-            self._terminate()
-
-    def release(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            try:
-                writer.close()
-            except OSError:
-                pass  # The reply already ended as disconnected.
-
-    def _write(self, text: str) -> None:
-        if not text:
-            return  # A zero-length chunk would end the body.
-        data = _utf8(text)
-        assert self._writer is not None
-        self._writer.write(b"%X\r\n%s\r\n" % (len(data), data) if self.chunked else data)
-
-    def _terminate(self) -> None:
-        assert self._writer is not None
-        if self.chunked:
-            self._writer.write(b"0\r\n\r\n")
-        # The answer is over once it is on the wire: the next request on this connection
-        # must not overtake it, and the stats must not count it done before then.
-        writer, self._writer = self._writer, None
-        writer.close()
-
-
-class _GatheredReply(_Reply):
-    """Gathers the pieces and answers one ``chat.completion`` object once the reply is whole."""
-
-    def __init__(
-        self,
-        handler: ChatRequestHandler,
-        writer: openai_routes.CompletionWriter,
-        refuse: Callable[[], None],
-    ) -> None:
-        super().__init__(handler, refuse)
-        self.writer = writer
-
-    def begin(self) -> None:
-        pass  # Nothing goes out until the reply is whole.
-
-    def piece(self, text: str) -> None:
-        # Nothing is written until the end, so a write cannot reveal a vanished client; look
-        # at the socket instead, so that the engine stops working for nobody.
-        if _peer_closed(self.handler.connection):
-            raise ConnectionAbortedError("the client closed the connection")
-        self.writer.add(text)
-
-    def end(self, finish_reason: str = "stop") -> None:
-        self.handler._send_json(self.writer.whole(finish_reason))
-
-    def fail(self) -> None:
-        self.refuse()  # Nothing was sent yet, so the failure can still be a plain 500.
 
 
 class ChatRequestHandler(BaseHTTPRequestHandler):
@@ -634,21 +368,21 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
 
     def _handle_health(self) -> None:
         engine = self.server.engine
-        self._send_json({"status": "ok", "engine": engine.name, "engine_info": engine.describe()})
+        self.send_json({"status": "ok", "engine": engine.name, "engine_info": engine.describe()})
 
     def _handle_models(self) -> None:
         # chatbot-ui's POST form carries {"key": ""}; the list does not depend on it, so the
         # body is read (to keep the connection in step) and otherwise ignored.
-        if self.command == "POST" and self._read_body_or_reply() is None:
+        if self.command == "POST" and self.read_body() is None:
             return
         served_by = self.server.engine.served_by()
         listing = [
             {"id": m["id"], "name": m["name"], "served_by": served_by} for m in models.values()
         ]
-        self._send_json(listing)
+        self.send_json(listing)
 
     def _handle_chat(self) -> None:
-        raw = self._read_body_or_reply()
+        raw = self.read_body()
         if raw is None:
             return
         try:
@@ -663,21 +397,22 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
             # Checked before the rest of the body, so an unauthorised client learns nothing
             # about what else is wrong; compare_digest keeps the comparison time constant.
             if api_key is not None and not (
-                isinstance(key, str) and hmac.compare_digest(_utf8(key), _utf8(api_key))
+                isinstance(key, str) and hmac.compare_digest(utf8(key), utf8(api_key))
             ):
-                self._send_text(HTTPStatus.UNAUTHORIZED, "Unauthorized")
+                self.send_text(HTTPStatus.UNAUTHORIZED, "Unauthorized")
                 return
         try:
             request = parse_chat_request(body)
         except BadRequest as error:
             self._bad_request(str(error))
             return
-        self._run_engine(
+        run_engine(
+            self,
             request,
-            _StreamedReply(
+            StreamedReply(
                 self,
                 _PlainText(),
-                lambda: self._send_text(HTTPStatus.INTERNAL_SERVER_ERROR, "Error"),
+                lambda: self.send_text(HTTPStatus.INTERNAL_SERVER_ERROR, "Error"),
             ),
         )
 
@@ -692,7 +427,7 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
         # Header values arrive decoded as Latin-1; encoding them back gives the bytes sent.
         # compare_digest keeps the comparison time constant.
         if token is not None and hmac.compare_digest(
-            token.encode("latin-1", "replace"), _utf8(api_key)
+            token.encode("latin-1", "replace"), utf8(api_key)
         ):
             return True
         if token is None:
@@ -712,7 +447,7 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
     def _handle_openai_models(self) -> None:
         if not self._bearer_authorized():
             return
-        self._send_json(
+        self.send_json(
             openai_routes.models_listing(self.server.engine.served_by(), self.server.started_at)
         )
 
@@ -724,7 +459,7 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
         ``"<redacted>"``) and, once it is valid, ``"chat_request"``: the fields of the
         :class:`ChatRequest` the engine gets.
         """
-        raw = self._read_body_or_reply()
+        raw = self.read_body()
         if raw is None:
             return
         try:
@@ -766,82 +501,16 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
                 )
             )
 
-        reply: _Reply = (
-            _StreamedReply(self, writer, refuse)
+        reply: Reply = (
+            StreamedReply(self, writer, refuse)
             if completion.stream
-            else _GatheredReply(self, writer, refuse)
+            else GatheredReply(self, writer, refuse)
         )
-        self._run_engine(completion.chat, reply)
+        run_engine(self, completion.chat, reply)
 
     # -- streaming --------------------------------------------------------------------------
 
-    def _run_engine(self, request: ChatRequest, reply: _Reply) -> None:
-        """Run the engine on ``request`` and hand its pieces to ``reply``; used by every route.
-
-        Updates ``server.stats``. The engine's generator is closed however the reply ends, so
-        an engine stops working as soon as its reader is gone or the server is closing.
-        """
-        stats = self.server.stats
-        # Pull the first chunk before committing to a 200, so an engine that fails at once
-        # (a model that will not load, say) is a plain 500 the client can report.
-        try:
-            generator = iter(self.server.engine.generate(request))
-            pieces = _EnginePieces(generator)
-            first = pieces.next()
-        except Exception as error:
-            self._engine_failed(error)
-            stats.increment("failed")
-            reply.refuse()
-            return
-        try:
-            stats.increment("started")
-            outcome = self._pump(first, pieces, reply)
-            stats.increment(outcome)
-            if outcome != "completed":
-                # The client cannot tell where this reply ends, so the connection is over.
-                self.close_connection = True
-        finally:
-            try:
-                close = getattr(generator, "close", None)
-                if close is not None:
-                    close()
-            finally:
-                # Even when the engine's own clean-up fails: else its writer waits forever.
-                reply.release()
-
-    def _pump(self, first: str | None, pieces: _EnginePieces, reply: _Reply) -> str:
-        """Move pieces to ``reply``; return the stats counter that names how the reply ended."""
-        try:
-            reply.begin()
-            chunk = first
-            while chunk is not None:
-                if self.server.closing.is_set():
-                    return "aborted"
-                if chunk:
-                    reply.piece(chunk)
-                try:
-                    chunk = pieces.next()
-                except Exception as error:
-                    self._engine_failed(error)
-                    try:
-                        reply.fail()
-                    except OSError:
-                        pass  # The client left too; the engine's failure is what happened.
-                    return "failed"
-            reply.end(pieces.finish_reason)
-            return "completed"
-        except OSError:
-            # BrokenPipeError, ConnectionResetError and friends: the reader is gone (or the
-            # server shut the socket while closing). The caller closes the generator.
-            return "aborted" if self.server.closing.is_set() else "disconnected"
-
-    def _engine_failed(self, error: Exception) -> None:
-        if self.server.log is not None:
-            self.server.log(f"engine error: {type(error).__name__}: {error}")
-
-    # -- request bodies ---------------------------------------------------------------------
-
-    def _read_body(self) -> bytes:
+    def _receive_body(self) -> bytes:
         """The request body, from Content-Length or chunked framing; raises _BodyError."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return self._read_chunked_body()
@@ -892,10 +561,10 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
             pass
         return b"".join(parts)
 
-    def _read_body_or_reply(self) -> bytes | None:
+    def read_body(self) -> bytes | None:
         """The request body, or None after answering the error that reading it caused."""
         try:
-            return self._read_body()
+            return self._receive_body()
         except _BodyError as error:
             # Whatever is left of the body is still on the wire, so this connection is done.
             self.close_connection = True
@@ -905,48 +574,51 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
     def _discard_body(self) -> None:
         """Read and drop a body nobody will use, so the next request on the connection parses."""
         try:
-            self._read_body()
+            self._receive_body()
         except _BodyError:
             self.close_connection = True
 
     # -- plain responses --------------------------------------------------------------------
 
     def _bad_request(self, reason: str) -> None:
-        self._send_text(HTTPStatus.BAD_REQUEST, f"Bad request: {reason}")
+        self.send_text(HTTPStatus.BAD_REQUEST, f"Bad request: {reason}")
 
     def _refuse(self, status: HTTPStatus, text: str, headers: dict[str, str] | None = None) -> None:
         """Answer an error in the style of the API asked: OpenAI JSON under /v1, else text."""
         if _is_openai_path(self._route_path()):
             self._send_openai_error(openai_routes.OpenAIError(text, status), headers)
         else:
-            self._send_text(status, text, headers)
+            self.send_text(status, text, headers)
 
     def _send_openai_error(
         self, error: openai_routes.OpenAIError, headers: dict[str, str] | None = None
     ) -> None:
-        self._send_json(error.document(), error.status, headers)
+        self.send_json(error.document(), error.status, headers)
 
-    def _send_text(
+    def send_text(
         self, status: HTTPStatus, text: str, headers: dict[str, str] | None = None
     ) -> None:
-        self._send_bytes(status, text.encode("utf-8"), "text/plain; charset=utf-8", headers)
+        """Answer ``text`` as ``text/plain`` with a Content-Length."""
+        self.send_bytes(status, text.encode("utf-8"), "text/plain; charset=utf-8", headers)
 
-    def _send_json(
+    def send_json(
         self,
         document: Any,
         status: HTTPStatus = HTTPStatus.OK,
         headers: dict[str, str] | None = None,
     ) -> None:
-        data = _utf8(json.dumps(document, ensure_ascii=False))
-        self._send_bytes(status, data, "application/json; charset=utf-8", headers)
+        """Answer ``document`` as JSON with a Content-Length."""
+        data = utf8(json.dumps(document, ensure_ascii=False))
+        self.send_bytes(status, data, "application/json; charset=utf-8", headers)
 
-    def _send_bytes(
+    def send_bytes(
         self,
         status: HTTPStatus,
         data: bytes,
         content_type: str,
         headers: dict[str, str] | None = None,
     ) -> None:
+        """Answer ``data`` whole, with a Content-Length; a 4xx counts as ``rejected``."""
         if 400 <= status < 500:
             self.server.stats.increment("rejected")
         self.send_response(status)
@@ -968,4 +640,4 @@ class ChatRequestHandler(BaseHTTPRequestHandler):
         except ValueError:
             status = HTTPStatus.INTERNAL_SERVER_ERROR
         self.close_connection = True
-        self._send_text(status, message or status.phrase)
+        self.send_text(status, message or status.phrase)

@@ -345,7 +345,7 @@ class CompletionWriter:
             ),
         }
 
-    # -- streaming: the framing :class:`~aivvm_magic.server.app.ReplyFraming` asks for ------
+    # -- streaming: the framing :class:`~aivvm_magic.server.streaming.ReplyFraming` asks for
 
     def opening(self) -> str:
         """The first event: the assistant role with empty content, as OpenAI sends it."""
