@@ -20,7 +20,7 @@ import requests
 from aivvm_magic.protocol import CHAT_PATH, DEFAULT_SYSTEM_MESSAGE, DEFAULT_TEMPERATURE, models
 from aivvm_magic.server import ChatRequest, EchoEngine, ServerHandle, start_server
 from aivvm_magic.server.engines import split_words
-from aivvm_magic.server.openai_routes import (
+from aivvm_magic.server.openai_api import (
     COMPLETIONS_PATH,
     MODELS_PATH,
     OpenAIError,

@@ -5,6 +5,13 @@ instead. It speaks the wire protocol of :mod:`aivvm_magic.protocol` exactly, and
 come from an engine (:mod:`aivvm_magic.server.engines`): ``echo`` repeats the last user
 message, which makes every reply predictable.
 
+The modules, from the wire down: :mod:`.handler` (HTTP plumbing: connections, routing to an
+API, bodies, answers), :mod:`.aivvm_api` and :mod:`.openai_api` (the two :class:`ChatAPI`
+the server speaks, on the base in :mod:`.chat_api`), :mod:`.streaming` (the engine loop and
+reply framing), :mod:`.exchange` (what the APIs and the loop use of a request), and
+:mod:`.engine_base`, :mod:`.engines` and :mod:`.local` (what an engine is, the registry with
+``echo``, and ``local``).
+
 It uses the standard library only and imports neither IPython nor ipywidgets.
 
 Examples
@@ -28,18 +35,26 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from .app import ChatServer, ServerStats
+from .aivvm_api import BadRequest, parse_chat_request
+from .chat_api import ChatAPI, redact_body
 from .engine_base import ChatRequest, Engine
 from .engines import ENGINES, EchoEngine, make_engine, register_engine
+from .handler import ChatRequestHandler, ChatServer, ServerStats
 
 __all__ = [
     "ENGINES",
+    "BadRequest",
+    "ChatAPI",
     "ChatRequest",
+    "ChatRequestHandler",
+    "ChatServer",
     "EchoEngine",
     "Engine",
     "ServerHandle",
     "ServerStats",
     "make_engine",
+    "parse_chat_request",
+    "redact_body",
     "register_engine",
     "start_server",
 ]

@@ -82,3 +82,13 @@ class Exchange(Protocol):
         headers: dict[str, str] | None = None,
     ) -> None:
         """Answer ``document`` as JSON with a Content-Length."""
+
+    def send_bytes(
+        self,
+        status: HTTPStatus,
+        data: bytes,
+        content_type: str | None,
+        headers: dict[str, str] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Answer ``data`` whole; no Content-Type if None, ``reason`` for the status's own."""

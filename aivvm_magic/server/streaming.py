@@ -71,8 +71,8 @@ def peer_closed(connection: socket.socket) -> bool:
 class ReplyFraming(Protocol):
     """How a route wraps a reply it streams; the engine loop is the same for every route."""
 
-    #: The ``Content-Type`` of the streamed body.
-    content_type: str
+    #: The ``Content-Type`` of the streamed body; None to send none.
+    content_type: str | None
 
     def opening(self) -> str:
         """Text sent once the reply starts, before the first piece; ``""`` for none."""
@@ -235,7 +235,8 @@ class StreamedReply(Reply):
     def begin(self) -> None:
         handler = self.handler
         handler.send_response(HTTPStatus.OK)
-        handler.send_header("Content-Type", self.framing.content_type)
+        if self.framing.content_type is not None:
+            handler.send_header("Content-Type", self.framing.content_type)
         handler.send_header("Cache-Control", "no-cache")
         if self.chunked:
             handler.send_header("Transfer-Encoding", "chunked")

@@ -1,10 +1,12 @@
-"""The OpenAI chat API on the reference server: request parsing and response framing.
+"""The OpenAI chat API on the reference server, as a :class:`ChatAPI`: :class:`OpenAIAPI`.
 
 ``POST /v1/chat/completions`` and ``GET /v1/models`` let any OpenAI client (the official
 ``openai`` package, ``llm``, curl) reach the same engine as ``/api/chat``. This module holds
-what is specific to that API and does no I/O: it validates bodies into a
-:class:`~aivvm_magic.server.engine_base.ChatRequest`, and writes the JSON documents and
-server-sent events that carry the reply. :mod:`.app` routes, reads, writes and runs the engine.
+what is specific to that API: bearer authorisation and errors as OpenAI's JSON documents
+(for every path under ``/v1``), the validation of bodies into a
+:class:`~aivvm_magic.server.engine_base.ChatRequest`, and the JSON documents and server-sent
+events that carry the reply (:class:`CompletionWriter`). The plumbing (:mod:`.handler`)
+reads and writes, and :mod:`.streaming` runs the engine.
 
 Mapping of a request onto the engine:
 
@@ -30,6 +32,7 @@ input's characters divided by four, rounded up, the usual rule of thumb for Engl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import secrets
@@ -39,7 +42,9 @@ from http import HTTPStatus
 from typing import Any
 
 from ..protocol import DEFAULT_SYSTEM_MESSAGE, DEFAULT_TEMPERATURE, models
+from .chat_api import Call, ChatAPI, Route, is_number, key_matches
 from .engine_base import ChatRequest
+from .exchange import Exchange
 
 __all__ = [
     "COMPLETIONS_PATH",
@@ -48,6 +53,7 @@ __all__ = [
     "PREFIX",
     "CompletionRequest",
     "CompletionWriter",
+    "OpenAIAPI",
     "OpenAIError",
     "bearer_token",
     "error_document",
@@ -124,11 +130,6 @@ class CompletionRequest:
     stream: bool = False
     #: ``stream_options.include_usage``: a usage chunk before ``[DONE]``.
     include_usage: bool = False
-
-
-def is_number(value: Any) -> bool:
-    # bool is an int subclass, but ``"temperature": true`` is not a temperature.
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _number_between(body: dict[str, Any], name: str, low: float, high: float) -> float | None:
@@ -389,3 +390,94 @@ class CompletionWriter:
             ],
             "usage": self.usage(),
         }
+
+
+class OpenAIAPI(ChatAPI):
+    """OpenAI's chat API under ``/v1``: bearer keys, JSON errors, streamed or whole replies."""
+
+    prefix = PREFIX
+    not_json = "We could not parse the JSON body of your request."
+    engine_failure = "The engine failed to generate a reply"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.routes = {
+            COMPLETIONS_PATH: Route(("POST",), self.serve_chat),
+            MODELS_PATH: Route(("GET",), self.models),
+        }
+
+    def refuse(
+        self,
+        exchange: Exchange,
+        status: HTTPStatus,
+        text: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer an OpenAI error document; a 5xx is a ``server_error``."""
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+        self._send_error(exchange, OpenAIError(text, status, type=kind), headers)
+
+    def not_found(self, exchange: Exchange, path: str) -> None:
+        """OpenAI's answer to a path it does not know, naming the method and the path."""
+        self.refuse(
+            exchange, HTTPStatus.NOT_FOUND, f"Invalid URL ({exchange.command} {path[:200]})"
+        )
+
+    def record(self, exchange: Exchange, body: dict[str, Any]) -> dict[str, Any]:
+        """The body as received, plus ``"route": "openai"`` and ``"authorization"``.
+
+        ``authorization`` is ``""`` without the header, else ``"<redacted>"``; once the body
+        is valid, :meth:`note_accepted` adds ``"chat_request"``.
+        """
+        authorization = "" if exchange.headers.get("Authorization") is None else "<redacted>"
+        return {**super().record(exchange, body), "route": "openai", "authorization": authorization}
+
+    def note_accepted(self, record: dict[str, Any], request: ChatRequest) -> None:
+        """Record the fields of the :class:`ChatRequest` the engine gets, as ``chat_request``."""
+        record["chat_request"] = dataclasses.asdict(request)
+
+    def authorised(self, exchange: Exchange, body: Any = None) -> bool:
+        """Whether the bearer token is the server's key; answers OpenAI's 401 if it is not."""
+        api_key = exchange.server.api_key
+        if api_key is None:
+            return True
+        token = bearer_token(exchange.headers.get("Authorization"))
+        # Header values arrive decoded as Latin-1; encoding them back gives the bytes sent.
+        if token is not None and key_matches(token.encode("latin-1", "replace"), api_key):
+            return True
+        if token is None:
+            message = (
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+            )
+        else:
+            # Never the key itself, nor a part of it: the answer may end up in a log.
+            message = "Incorrect API key provided."
+        self._send_error(
+            exchange,
+            OpenAIError(message, HTTPStatus.UNAUTHORIZED, code="invalid_api_key"),
+            {"WWW-Authenticate": "Bearer"},
+        )
+        return False
+
+    def validate(self, exchange: Exchange, body: Any) -> Call | None:
+        """The body as :func:`parse_completion_request` reads it; SSE, or one document."""
+        try:
+            completion = parse_completion_request(body)
+        except OpenAIError as error:
+            self._send_error(exchange, error)
+            return None
+        writer = CompletionWriter(completion)
+        return Call(completion.chat, writer, None if completion.stream else writer)
+
+    def models(self, exchange: Exchange) -> None:
+        """``GET /v1/models``: every Aivvm model id, for a client with the right key."""
+        if not self.authorised(exchange):
+            return
+        server = exchange.server
+        exchange.send_json(models_listing(server.engine.served_by(), server.started_at))
+
+    def _send_error(
+        self, exchange: Exchange, error: OpenAIError, headers: dict[str, str] | None = None
+    ) -> None:
+        exchange.send_json(error.document(), error.status, headers)
