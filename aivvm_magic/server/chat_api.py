@@ -105,8 +105,11 @@ class ChatAPI(ABC):
         text: str,
         headers: dict[str, str] | None = None,
     ) -> None:
-        """Answer an error in this API's format: the plumbing's (404, 405, 413, a body that
-        cannot be read) and the API's own."""
+        """Answer an error in this API's format: its own, and the plumbing's (404, 405, 413).
+
+        A mode of an API that answers errors otherwise (another status, the reason in the
+        status line) overrides this; :meth:`Exchange.send_bytes` takes what it needs.
+        """
 
     def not_found(self, exchange: Exchange, path: str) -> None:
         """Answer a path of this API that has no route."""

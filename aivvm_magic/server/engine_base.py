@@ -1,7 +1,7 @@
 """What an engine is: the :class:`ChatRequest` it is given and the :class:`Engine` it subclasses.
 
 Every part of the server meets here: each API turns its requests into a :class:`ChatRequest`,
-the engine loop hands it to an :class:`Engine` and reads the pieces back,
+the engine loop (:mod:`.streaming`) hands it to an :class:`Engine` and reads the pieces back,
 and each engine module (:mod:`.engines` for ``echo``, :mod:`.local`) subclasses the base. No
 engine lives in this module and it imports none, so an engine module and the registry
 (:mod:`.engines`) can both import it without importing each other.
