@@ -198,6 +198,59 @@ def test_both_providers_against_the_reference_server(reference):
     ]
 
 
+# Each provider: its key's environment variable, a model it takes, a body it streams, and the
+# key a request carried (Aivvm's in the JSON body, OpenAI's as a Bearer token).
+KEY_RULE_CASES = {
+    "aivvm": ("AIVVM_API_KEY", "", b"ok", lambda r: r.json["key"]),
+    "openai": (
+        "OPENAI_API_KEY",
+        "llama3.2",
+        openai_sse("ok"),
+        lambda r: r.headers.get("authorization", "").removeprefix("Bearer "),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", KEY_RULE_CASES)
+def test_one_key_rule_for_both_providers(fault, monkeypatch, name):
+    """A key given is sent as it is, even ``""`` (no key); only ``None`` (the default) falls
+    back to the provider's environment variable."""
+    env, model, body, sent_key = KEY_RULE_CASES[name]
+    provider = get_provider(name)
+    monkeypatch.setenv(env, CANARY)
+    given = {"omitted": {}, "None": {"key": None}, "empty": {"key": ""}, "own": {"key": "sk-own"}}
+    for kwargs in given.values():
+        fault.enqueue(Reply(chunks=[body]))
+        reply = provider.create_completion(
+            model, HELLO, False, base_url=fault.url, retries=0, **kwargs
+        )
+        assert reply == "ok"
+    assert {case: sent_key(r) for case, r in zip(given, fault.requests, strict=True)} == {
+        "omitted": CANARY,
+        "None": CANARY,
+        "empty": "",
+        "own": "sk-own",
+    }
+
+
+def test_check_asks_with_the_key_from_the_environment(fault, monkeypatch):
+    monkeypatch.setenv("AIVVM_API_KEY", CANARY)
+    monkeypatch.setenv("OPENAI_API_KEY", CANARY)
+    json_reply = {"headers": {"Content-Type": "application/json"}}
+    fault.enqueue(
+        Reply(405, b"Method not allowed"),  # Aivvm's GET; its POST carries the key
+        Reply(200, b"[]", **json_reply),
+        Reply(200, b'{"data": []}', **json_reply),
+    )
+    try:
+        assert get_provider("aivvm").check(fault.url) is True
+        assert OpenAICompatible.check(fault.url) is True
+    finally:
+        get_provider("aivvm").working = OpenAICompatible.working = False
+    assert fault.requests[1].json == {"key": CANARY}
+    assert fault.requests[2].headers["authorization"] == f"Bearer {CANARY}"
+
+
 def test_the_magic_switches_providers_within_one_conversation(ip, reference):
     from aivvm_magic.magics import magics_for
 

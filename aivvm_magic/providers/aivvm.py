@@ -33,7 +33,8 @@ class Aivvm(AbstractProvider):
     """Client for the Aivvm chat API (chatbot-ui legacy): ``create_completion`` streams a reply.
 
     Where requests go: the ``base_url`` keyword, else ``$AIVVM_BASE_URL``, else ``Aivvm.url``.
-    The key: the ``key`` keyword, else ``$AIVVM_API_KEY``, else ``""`` (the server uses its own).
+    The key: the ``key`` keyword (``""``: none), else ``$AIVVM_API_KEY``, else ``""`` (the server
+    then uses its own).
 
     Examples
     --------
@@ -156,13 +157,17 @@ class Aivvm(AbstractProvider):
 
     @classmethod
     def check(cls, base_url: str | None = None, timeout: float = 5.0) -> bool:
-        """Probe the endpoint's ``/api/models``; set and return ``Aivvm.working``."""
+        """Probe the endpoint's ``/api/models`` (``GET``, else ``POST`` with the key from
+        ``$AIVVM_API_KEY``, as ``list_models`` asks); set and return ``Aivvm.working``."""
         url = cls.base_url(base_url) + protocol.MODELS_PATH
         try:
             data = get_json(url, timeout=timeout)
         except ProviderError:
+            secret = hidden(cls._key(None))
             try:
-                data = get_json(url, method="POST", payload={"key": ""}, timeout=timeout)
+                data = get_json(
+                    url, method="POST", payload={"key": secret}, timeout=timeout, secret=secret
+                )
             except ProviderError:
                 data = None
         cls.working = isinstance(data, list)

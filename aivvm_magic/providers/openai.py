@@ -51,8 +51,8 @@ class OpenAICompatible(AbstractProvider):
     """Client for OpenAI-compatible chat endpoints; ``create_completion`` streams a reply.
 
     Where requests go: the ``base_url`` keyword, else ``$OPENAI_BASE_URL``, else
-    ``OpenAICompatible.url``. The key (sent as ``Authorization: Bearer``): the ``key`` keyword,
-    else ``$OPENAI_API_KEY``, else none (local servers rarely want one).
+    ``OpenAICompatible.url``. The key (sent as ``Authorization: Bearer``): the ``key`` keyword
+    (``""``: none), else ``$OPENAI_API_KEY``, else none (local servers rarely want one).
 
     Examples
     --------
@@ -90,7 +90,7 @@ class OpenAICompatible(AbstractProvider):
 
     @staticmethod
     def _key(key: str | None) -> str:
-        return key if key else os.environ.get("OPENAI_API_KEY", "")
+        return key if key is not None else os.environ.get("OPENAI_API_KEY", "")
 
     @classmethod
     def create_completion(
