@@ -15,6 +15,7 @@ from .errors import (
     RedirectRefused,
     ReplyTimeout,
 )
+from .http_chat import HTTPChatProvider
 from .openai import OpenAICompatible, StreamError
 from .reply import StreamingReply
 
@@ -24,6 +25,7 @@ __all__ = [
     "Aivvm",
     "ConnectError",
     "CreateResult",
+    "HTTPChatProvider",
     "IncompleteReply",
     "Messages",
     "OpenAICompatible",

@@ -6,30 +6,20 @@ fields; the reply is bare UTF-8 text streamed until the body ends.
 
 from __future__ import annotations
 
-import os
 from typing import Any, ClassVar
-
-import requests
 
 from .. import protocol
 from ..protocol import models
-from ..secret_types import hidden
-from .base import AbstractProvider, CreateResult, Messages, wire_message
+from ..secret_types import SecretStr
+from .base import Messages, wire_message
 from .errors import ProviderError
-from .transport import (
-    USER_AGENT,
-    RetryCallback,
-    RetryPolicy,
-    Timeouts,
-    get_json,
-    normalise_base_url,
-    post_reply,
-)
+from .http_chat import HTTPChatProvider
+from .transport import USER_AGENT, get_json
 
 __all__ = ["Aivvm", "models"]
 
 
-class Aivvm(AbstractProvider):
+class Aivvm(HTTPChatProvider):
     """Client for the Aivvm chat API (chatbot-ui legacy): ``create_completion`` streams a reply.
 
     Where requests go: the ``base_url`` keyword, else ``$AIVVM_BASE_URL``, else ``Aivvm.url``.
@@ -55,10 +45,9 @@ class Aivvm(AbstractProvider):
     supports_gpt_35_turbo: ClassVar[bool] = True
     supports_gpt_4: ClassVar[bool] = True
 
-    @classmethod
-    def base_url(cls, base_url: str | None = None) -> str:
-        """Where requests go: the argument, else ``$AIVVM_BASE_URL``, else ``Aivvm.url``."""
-        return normalise_base_url(base_url or os.environ.get("AIVVM_BASE_URL") or cls.url)
+    base_url_env: ClassVar[str] = "AIVVM_BASE_URL"
+    key_env: ClassVar[str] = "AIVVM_API_KEY"
+    chat_path: ClassVar[str] = protocol.CHAT_PATH
 
     @classmethod
     def validate_model(cls, model: str) -> str:
@@ -70,48 +59,29 @@ class Aivvm(AbstractProvider):
         """chatbot-ui's input limit for the model's family, in characters."""
         return protocol.input_char_limit(model)
 
-    @staticmethod
-    def _key(key: str | None) -> str:
-        return key if key is not None else os.environ.get("AIVVM_API_KEY", "")
-
     @classmethod
-    def create_completion(
+    def chat_payload(
         cls,
         model: str,
         messages: Messages,
-        stream: bool,
         *,
-        system_message: str = protocol.DEFAULT_SYSTEM_MESSAGE,
-        temperature: float = protocol.DEFAULT_TEMPERATURE,
-        base_url: str | None = None,
-        key: str | None = None,
-        connect_timeout: float = Timeouts.connect,
-        read_timeout: float = Timeouts.read,
-        retries: int = RetryPolicy.retries,
-        backoff: float = RetryPolicy.backoff,
-        max_retry_wait: float = RetryPolicy.max_wait,
-        on_retry: RetryCallback | None = None,
-        session: requests.Session | None = None,
-    ) -> CreateResult | str:
-        """Send ``messages`` to ``model``: a :class:`StreamingReply` if ``stream``, else a str.
-
-        ``model`` empty means ``gpt-3.5-turbo``; an unknown id raises ``ValueError`` at once.
-        A non-2xx answer raises :class:`~aivvm_magic.providers.errors.APIError` (an
-        ``HTTPError``); a reply cut short raises ``IncompleteReply`` carrying the partial text.
-        ``read_timeout`` bounds the wait for the first byte and every gap between chunks.
-        """
-        model_info = protocol.resolve_model(model)
-        origin = cls.base_url(base_url)
-        secret = hidden(cls._key(key))
-        payload = {
-            "model": model_info,
+        system_message: str,
+        temperature: float,
+        secret: SecretStr,
+    ) -> dict[str, Any]:
+        """The five fields of ``POST /api/chat``; the key travels in the body."""
+        return {
+            "model": protocol.resolve_model(model),
             "messages": [wire_message(m) for m in messages],
             "key": secret,
             "prompt": system_message,
             "temperature": float(temperature),
         }
-        # The original client's browser-like headers, less the fetch metadata no server needs.
-        headers = {
+
+    @classmethod
+    def chat_headers(cls, origin: str, secret: SecretStr) -> dict[str, str]:
+        """The original client's browser-like headers, less the fetch metadata no server needs."""
+        return {
             "Content-Type": "application/json",
             "Accept": "text/event-stream, text/plain;q=0.9, */*;q=0.8",
             "Accept-Language": "en-US,en;q=0.9",
@@ -119,17 +89,6 @@ class Aivvm(AbstractProvider):
             "Referer": origin + "/",
             "Origin": origin,
         }
-        reply = post_reply(
-            origin + protocol.CHAT_PATH,
-            payload,
-            headers=headers,
-            secret=secret,
-            timeouts=Timeouts(connect_timeout, read_timeout),
-            retry=RetryPolicy(retries, backoff, max_retry_wait),
-            session=session,
-            on_retry=on_retry,
-        )
-        return reply if stream else reply.text()
 
     @classmethod
     def list_models(
@@ -140,7 +99,7 @@ class Aivvm(AbstractProvider):
         Tries ``GET`` first, then chatbot-ui's ``POST {"key": ...}``.
         """
         url = cls.base_url(base_url) + protocol.MODELS_PATH
-        secret = hidden(cls._key(key))
+        secret = cls._key(key)
         for method, payload in (("GET", None), ("POST", {"key": secret})):
             try:
                 data = get_json(url, method=method, payload=payload, timeout=timeout, secret=secret)
@@ -163,7 +122,7 @@ class Aivvm(AbstractProvider):
         try:
             data = get_json(url, timeout=timeout)
         except ProviderError:
-            secret = hidden(cls._key(None))
+            secret = cls._key(None)
             try:
                 data = get_json(
                     url, method="POST", payload={"key": secret}, timeout=timeout, secret=secret

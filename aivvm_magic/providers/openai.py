@@ -11,28 +11,16 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-import requests
-
-from .. import protocol
-from ..secret_types import hidden
-from .base import AbstractProvider, CreateResult, Messages, wire_message
+from ..secret_types import SecretStr, hidden
+from .base import Messages, wire_message
 from .errors import IncompleteReply, ProviderError
+from .http_chat import HTTPChatProvider
 from .reply import StreamControl
 from .sse import SSEParser
-from .transport import (
-    USER_AGENT,
-    RetryCallback,
-    RetryPolicy,
-    Timeouts,
-    get_json,
-    normalise_base_url,
-    post_reply,
-    redact,
-)
+from .transport import USER_AGENT, get_json, redact
 
 __all__ = ["OpenAICompatible", "StreamError"]
 
@@ -47,7 +35,7 @@ class StreamError(IncompleteReply):
     """The server reported an error inside a stream (an SSE error event); the reply is partial."""
 
 
-class OpenAICompatible(AbstractProvider):
+class OpenAICompatible(HTTPChatProvider):
     """Client for OpenAI-compatible chat endpoints; ``create_completion`` streams a reply.
 
     Where requests go: the ``base_url`` keyword, else ``$OPENAI_BASE_URL``, else
@@ -71,10 +59,9 @@ class OpenAICompatible(AbstractProvider):
     supports_gpt_35_turbo: ClassVar[bool] = True
     supports_gpt_4: ClassVar[bool] = True
 
-    @classmethod
-    def base_url(cls, base_url: str | None = None) -> str:
-        """Where requests go: the argument, else ``$OPENAI_BASE_URL``, else ``url``."""
-        return normalise_base_url(base_url or os.environ.get("OPENAI_BASE_URL") or cls.url)
+    base_url_env: ClassVar[str] = "OPENAI_BASE_URL"
+    key_env: ClassVar[str] = "OPENAI_API_KEY"
+    chat_path: ClassVar[str] = CHAT_PATH
 
     @classmethod
     def validate_model(cls, model: str) -> str:
@@ -88,58 +75,39 @@ class OpenAICompatible(AbstractProvider):
         """Unknown in general; a budget most current models accept (32k tokens or so)."""
         return 96_000
 
-    @staticmethod
-    def _key(key: str | None) -> str:
-        return key if key is not None else os.environ.get("OPENAI_API_KEY", "")
-
     @classmethod
-    def create_completion(
+    def chat_payload(
         cls,
         model: str,
         messages: Messages,
-        stream: bool,
         *,
-        system_message: str = protocol.DEFAULT_SYSTEM_MESSAGE,
-        temperature: float = protocol.DEFAULT_TEMPERATURE,
-        base_url: str | None = None,
-        key: str | None = None,
-        connect_timeout: float = Timeouts.connect,
-        read_timeout: float = Timeouts.read,
-        retries: int = RetryPolicy.retries,
-        backoff: float = RetryPolicy.backoff,
-        max_retry_wait: float = RetryPolicy.max_wait,
-        on_retry: RetryCallback | None = None,
-        session: requests.Session | None = None,
-    ) -> CreateResult | str:
-        """Send ``messages`` to ``model``: a :class:`StreamingReply` if ``stream``, else a str.
-
-        ``system_message`` goes first as a ``system`` message (empty: none). Errors as for
-        ``Aivvm``; an error event in the stream raises :class:`StreamError` (an
-        ``IncompleteReply``) with the partial text.
-        """
+        system_message: str,
+        temperature: float,
+        secret: SecretStr,
+    ) -> dict[str, Any]:
+        """A streamed chat completion; ``system_message`` goes first as a ``system`` message
+        (empty: none)."""
         model_id = cls.validate_model(model)
-        secret = hidden(cls._key(key))
         chat = [{"role": "system", "content": system_message}] if system_message else []
         chat += [wire_message(m) for m in messages]
-        payload = {"model": model_id, "messages": chat, "stream": True, "temperature": temperature}
-        headers = {
+        return {"model": model_id, "messages": chat, "stream": True, "temperature": temperature}
+
+    @classmethod
+    def chat_headers(cls, origin: str, secret: SecretStr) -> dict[str, str]:
+        """JSON in, an event stream out; the key, if any, as a Bearer token."""
+        return {
             "Content-Type": "application/json",
             "Accept": "text/event-stream",
             "User-Agent": USER_AGENT,
             **_auth(secret),
         }
-        reply = post_reply(
-            cls.base_url(base_url) + CHAT_PATH,
-            payload,
-            headers=headers,
-            secret=secret,
-            timeouts=Timeouts(connect_timeout, read_timeout),
-            retry=RetryPolicy(retries, backoff, max_retry_wait),
-            session=session,
-            on_retry=on_retry,
-            parse=_contents,
-        )
-        return reply if stream else reply.text()
+
+    @staticmethod
+    def reply_chunks(text: Iterator[str], secret: str, control: StreamControl) -> Iterator[str]:
+        """The contents of the event stream (or of one JSON chat completion), its finish
+        reason to ``control``; an error event raises :class:`StreamError` (an
+        ``IncompleteReply``) with the partial text."""
+        return _contents(text, secret, control)
 
     @classmethod
     def list_models(
@@ -147,7 +115,7 @@ class OpenAICompatible(AbstractProvider):
     ) -> list[dict[str, Any]]:
         """The models the endpoint serves (``GET /models``), as ``{"id", "name"}`` dicts."""
         url = cls.base_url(base_url) + MODELS_PATH
-        secret = hidden(cls._key(key))
+        secret = cls._key(key)
         try:
             data = get_json(url, timeout=timeout, secret=secret, headers=_auth(secret))
         except ProviderError:
