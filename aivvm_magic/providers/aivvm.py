@@ -12,9 +12,8 @@ from .. import protocol
 from ..protocol import models
 from ..secret_types import SecretStr
 from .base import Messages, wire_message
-from .errors import ProviderError
 from .http_chat import HTTPChatProvider
-from .transport import USER_AGENT, get_json
+from .transport import USER_AGENT
 
 __all__ = ["Aivvm", "models"]
 
@@ -48,6 +47,8 @@ class Aivvm(HTTPChatProvider):
     base_url_env: ClassVar[str] = "AIVVM_BASE_URL"
     key_env: ClassVar[str] = "AIVVM_API_KEY"
     chat_path: ClassVar[str] = protocol.CHAT_PATH
+    models_path: ClassVar[str] = protocol.MODELS_PATH
+    models_methods: ClassVar[tuple[str, ...]] = ("GET", "POST")
 
     @classmethod
     def validate_model(cls, model: str) -> str:
@@ -91,43 +92,16 @@ class Aivvm(HTTPChatProvider):
         }
 
     @classmethod
-    def list_models(
-        cls, base_url: str | None = None, key: str | None = None, timeout: float = 5.0
-    ) -> list[dict[str, Any]]:
-        """The models the deployment offers (``/api/models``); the built-in table if it can't say.
-
-        Tries ``GET`` first, then chatbot-ui's ``POST {"key": ...}``.
-        """
-        url = cls.base_url(base_url) + protocol.MODELS_PATH
-        secret = cls._key(key)
-        for method, payload in (("GET", None), ("POST", {"key": secret})):
-            try:
-                data = get_json(url, method=method, payload=payload, timeout=timeout, secret=secret)
-            except ProviderError:
-                continue
-            found = (
-                [dict(m) for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
-                if isinstance(data, list)
-                else []
-            )
-            if found:
-                return found
-        return [dict(m) for m in models.values()]
+    def models_payload(cls, method: str, secret: SecretStr) -> dict[str, Any] | None:
+        """chatbot-ui answers ``POST {"key": ...}`` as well as ``GET``."""
+        return {"key": secret} if method == "POST" else None
 
     @classmethod
-    def check(cls, base_url: str | None = None, timeout: float = 5.0) -> bool:
-        """Probe the endpoint's ``/api/models`` (``GET``, else ``POST`` with the key from
-        ``$AIVVM_API_KEY``, as ``list_models`` asks); set and return ``Aivvm.working``."""
-        url = cls.base_url(base_url) + protocol.MODELS_PATH
-        try:
-            data = get_json(url, timeout=timeout)
-        except ProviderError:
-            secret = cls._key(None)
-            try:
-                data = get_json(
-                    url, method="POST", payload={"key": secret}, timeout=timeout, secret=secret
-                )
-            except ProviderError:
-                data = None
-        cls.working = isinstance(data, list)
-        return cls.working
+    def model_listing(cls, data: Any) -> list[Any] | None:
+        """``/api/models`` answers a bare list of ``{"id", "name"}`` objects."""
+        return data if isinstance(data, list) else None
+
+    @classmethod
+    def fallback_models(cls) -> list[dict[str, Any]]:
+        """The built-in table, for a deployment that cannot say."""
+        return [dict(m) for m in models.values()]

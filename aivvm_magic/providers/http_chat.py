@@ -18,8 +18,16 @@ import requests
 from .. import protocol
 from ..secret_types import SecretStr, hidden
 from .base import AbstractProvider, CreateResult, Messages
+from .errors import ProviderError
 from .reply import StreamControl
-from .transport import RetryCallback, RetryPolicy, Timeouts, normalise_base_url, post_reply
+from .transport import (
+    RetryCallback,
+    RetryPolicy,
+    Timeouts,
+    get_json,
+    normalise_base_url,
+    post_reply,
+)
 
 __all__ = ["HTTPChatProvider"]
 
@@ -27,17 +35,21 @@ __all__ = ["HTTPChatProvider"]
 class HTTPChatProvider(AbstractProvider):
     """A chat API reached by ``POST {base_url}{chat_path}``, its reply streamed as it comes.
 
-    Where requests go: the ``base_url`` keyword, else ``$`` :attr:`base_url_env`, else
-    :attr:`url`. The key: the ``key`` keyword as given (``""`` is no key), else (``None``)
-    ``$`` :attr:`key_env`, else none. Subclasses fill in the class attributes and the ``chat_*``
-    hooks, and :meth:`reply_chunks` where the body is not the reply's bare text.
+    Where requests go: the ``base_url`` keyword, else the environment variable named by
+    :attr:`base_url_env`, else :attr:`url`. The key: the ``key`` keyword as given (``""`` is no
+    key), else (``None``) the variable named by :attr:`key_env`, else none. Subclasses fill in the class attributes, the ``chat_*``
+    hooks and :meth:`model_listing`; they override :meth:`reply_chunks` where the body is not
+    the reply's bare text, and the other ``model*`` hooks where their models endpoint differs.
     """
 
     #: The environment variables that name the server and hold the key when no argument does.
     base_url_env: ClassVar[str]
     key_env: ClassVar[str]
-    #: Where chat requests go, under the base URL.
+    #: Where chat requests go, and where the models are listed, under the base URL.
     chat_path: ClassVar[str]
+    models_path: ClassVar[str]
+    #: How the models are asked for, one method after another until one lists some.
+    models_methods: ClassVar[tuple[str, ...]] = ("GET",)
 
     @classmethod
     def base_url(cls, base_url: str | None = None) -> str:
@@ -112,9 +124,79 @@ class HTTPChatProvider(AbstractProvider):
     def chat_headers(cls, origin: str, secret: SecretStr) -> dict[str, str]:
         """The headers of a chat request to ``origin`` (a key among them stays hidden)."""
 
+    @classmethod
+    def auth_headers(cls, secret: SecretStr) -> dict[str, str]:
+        """Headers that carry the key, for APIs that want it there (values kept hidden)."""
+        return {}
+
     @staticmethod
     def reply_chunks(text: Iterator[str], secret: str, control: StreamControl) -> Iterator[str]:
         """The reply's chunks from the body's ``text``; a finish reason the wire gives goes to
         ``control.finish_reason``. Here the body is the reply, handed on as it is (so the
         per-chunk path gains no step)."""
         return text
+
+    @classmethod
+    def list_models(
+        cls, base_url: str | None = None, key: str | None = None, timeout: float = 5.0
+    ) -> list[dict[str, Any]]:
+        """The models the server offers (``{base_url}{models_path}``) as ``{"id", "name", ...}``
+        dicts; :meth:`fallback_models` when it lists none."""
+        for data in cls._models_answers(base_url, cls._key(key), timeout):
+            found = [
+                cls.model_entry(item)
+                for item in cls.model_listing(data) or ()
+                if isinstance(item, dict) and isinstance(item.get("id"), str)
+            ]
+            if found:
+                return found
+        return cls.fallback_models()
+
+    @classmethod
+    def check(cls, base_url: str | None = None, timeout: float = 5.0) -> bool:
+        """Probe the models endpoint as :meth:`list_models` asks it (with the key from the
+        environment); set and return ``working``: whether its first answer lists models."""
+        data = next(cls._models_answers(base_url, cls._key(None), timeout), None)
+        cls.working = cls.model_listing(data) is not None
+        return cls.working
+
+    @classmethod
+    def _models_answers(
+        cls, base_url: str | None, secret: SecretStr, timeout: float
+    ) -> Iterator[Any]:
+        """The models endpoint's JSON answer to each of :attr:`models_methods` in turn; a
+        method that fails gives none."""
+        url = cls.base_url(base_url) + cls.models_path
+        for method in cls.models_methods:
+            try:
+                data = get_json(
+                    url,
+                    method=method,
+                    payload=cls.models_payload(method, secret),
+                    timeout=timeout,
+                    secret=secret,
+                    headers=cls.auth_headers(secret),
+                )
+            except ProviderError:
+                continue
+            yield data
+
+    @classmethod
+    def models_payload(cls, method: str, secret: SecretStr) -> dict[str, Any] | None:
+        """The JSON body a models request sends with ``method`` (none by default)."""
+        return None
+
+    @classmethod
+    @abstractmethod
+    def model_listing(cls, data: Any) -> list[Any] | None:
+        """The entries of a models answer; None when ``data`` is no list of models."""
+
+    @classmethod
+    def model_entry(cls, item: dict[str, Any]) -> dict[str, Any]:
+        """One listed model (an entry with a string ``id``) as ``list_models`` returns it."""
+        return dict(item)
+
+    @classmethod
+    def fallback_models(cls) -> list[dict[str, Any]]:
+        """What ``list_models`` returns when the server lists no models."""
+        return []

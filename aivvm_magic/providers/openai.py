@@ -16,11 +16,11 @@ from typing import Any, ClassVar
 
 from ..secret_types import SecretStr, hidden
 from .base import Messages, wire_message
-from .errors import IncompleteReply, ProviderError
+from .errors import IncompleteReply
 from .http_chat import HTTPChatProvider
 from .reply import StreamControl
 from .sse import SSEParser
-from .transport import USER_AGENT, get_json, redact
+from .transport import USER_AGENT, redact
 
 __all__ = ["OpenAICompatible", "StreamError"]
 
@@ -62,6 +62,7 @@ class OpenAICompatible(HTTPChatProvider):
     base_url_env: ClassVar[str] = "OPENAI_BASE_URL"
     key_env: ClassVar[str] = "OPENAI_API_KEY"
     chat_path: ClassVar[str] = CHAT_PATH
+    models_path: ClassVar[str] = MODELS_PATH
 
     @classmethod
     def validate_model(cls, model: str) -> str:
@@ -94,12 +95,12 @@ class OpenAICompatible(HTTPChatProvider):
 
     @classmethod
     def chat_headers(cls, origin: str, secret: SecretStr) -> dict[str, str]:
-        """JSON in, an event stream out; the key, if any, as a Bearer token."""
+        """JSON in, an event stream out, and the key's header."""
         return {
             "Content-Type": "application/json",
             "Accept": "text/event-stream",
             "User-Agent": USER_AGENT,
-            **_auth(secret),
+            **cls.auth_headers(secret),
         }
 
     @staticmethod
@@ -110,40 +111,23 @@ class OpenAICompatible(HTTPChatProvider):
         return _contents(text, secret, control)
 
     @classmethod
-    def list_models(
-        cls, base_url: str | None = None, key: str | None = None, timeout: float = 5.0
-    ) -> list[dict[str, Any]]:
-        """The models the endpoint serves (``GET /models``), as ``{"id", "name"}`` dicts."""
-        url = cls.base_url(base_url) + MODELS_PATH
-        secret = cls._key(key)
-        try:
-            data = get_json(url, timeout=timeout, secret=secret, headers=_auth(secret))
-        except ProviderError:
-            return []
-        items = data.get("data") if isinstance(data, dict) else None
-        found = []
-        for item in items if isinstance(items, list) else []:
-            if isinstance(item, dict) and isinstance(item.get("id"), str):
-                entry = {"id": item["id"], "name": item["id"]}
-                if isinstance(item.get("served_by"), str):
-                    entry["served_by"] = item["served_by"]
-                found.append(entry)
-        return found
+    def auth_headers(cls, secret: SecretStr) -> dict[str, str]:
+        """The key, if any, as a Bearer token."""
+        return {"Authorization": hidden(f"Bearer {secret}")} if secret else {}
 
     @classmethod
-    def check(cls, base_url: str | None = None, timeout: float = 5.0) -> bool:
-        """Probe ``GET /models``; set and return ``working``."""
-        url = cls.base_url(base_url) + MODELS_PATH
-        try:
-            data = get_json(url, timeout=timeout, headers=_auth(cls._key(None)))
-        except ProviderError:
-            data = None
-        cls.working = isinstance(data, dict) and isinstance(data.get("data"), list)
-        return cls.working
+    def model_listing(cls, data: Any) -> list[Any] | None:
+        """``GET /models`` answers ``{"data": [{"id": ...}, ...]}``."""
+        items = data.get("data") if isinstance(data, dict) else None
+        return items if isinstance(items, list) else None
 
-
-def _auth(secret: str) -> dict[str, str]:
-    return {"Authorization": hidden(f"Bearer {secret}")} if secret else {}
+    @classmethod
+    def model_entry(cls, item: dict[str, Any]) -> dict[str, Any]:
+        """The id doubles as the name; the reference server also says which engine serves it."""
+        entry = {"id": item["id"], "name": item["id"]}
+        if isinstance(item.get("served_by"), str):
+            entry["served_by"] = item["served_by"]
+        return entry
 
 
 def _contents(text: Iterator[str], secret: str, control: StreamControl) -> Iterator[str]:
