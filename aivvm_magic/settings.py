@@ -16,6 +16,7 @@ from typing import Any
 from traitlets import Float, HasTraits, Int, Unicode, default
 
 from . import protocol
+from .request_options import RequestOptions
 from .secret_types import SecretStr, hidden
 
 __all__ = ["Secret", "Settings"]
@@ -69,13 +70,17 @@ class Settings(HasTraits):
         help="Provider: aivvm (chatbot-ui's /api/chat) or openai (any OpenAI-compatible "
         "/chat/completions endpoint). Seeded by $AIVVM_PROVIDER."
     ).tag(config=True)
-    connect_timeout = Float(10.0, help="Seconds to wait for a connection.").tag(config=True)
-    read_timeout = Float(
-        60.0, help="Seconds to wait for the first byte and between two chunks."
+    connect_timeout = Float(
+        RequestOptions.connect_timeout, help="Seconds to wait for a connection."
     ).tag(config=True)
-    retries = Int(2, help="Retries before a reply starts (connection errors, 429, 5xx).").tag(
-        config=True
-    )
+    read_timeout = Float(
+        RequestOptions.read_timeout,
+        help="Seconds to wait for the first byte and between two chunks.",
+    ).tag(config=True)
+    retries = Int(
+        RequestOptions.retries,
+        help="Retries before a reply starts (connection errors, 429, 5xx).",
+    ).tag(config=True)
     history_limit = Int(
         0, help="Most past turns sent with a request (0: as many as the context allows)."
     ).tag(config=True)

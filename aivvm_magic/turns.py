@@ -18,6 +18,7 @@ from .errors import one_line
 from .providers import StreamingReply, get_provider
 from .providers.transport import RetryCallback
 from .reply_buffer import ReplyBuffer
+from .request_options import RequestOptions
 
 #: The status note of a reply that stopped at the model's token limit: complete as far as the
 #: protocol goes, but perhaps mid-sentence.
@@ -34,9 +35,9 @@ class TurnSettings:
     base_url: str = ""
     provider: str = "aivvm"
     key: str = field(default="", repr=False)
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    retries: int = 2
+    connect_timeout: float = RequestOptions.connect_timeout
+    read_timeout: float = RequestOptions.read_timeout
+    retries: int = RequestOptions.retries
     history_limit: int = 0
 
 

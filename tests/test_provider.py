@@ -19,6 +19,7 @@ from aivvm_magic.providers import (
     IncompleteReply,
     RedirectRefused,
     ReplyTimeout,
+    RequestOptions,
     StreamingReply,
 )
 from aivvm_magic.server import start_server
@@ -245,6 +246,19 @@ def test_retries_stop_at_the_bound(fault):
     with pytest.raises(APIError):
         ask(fault.url, retries=2, backoff=0.01).text()
     assert len(fault.requests) == 3
+
+
+def test_options_hold_the_retries_and_a_keyword_overrides_them(fault):
+    patient = RequestOptions(retries=2, backoff=0.01)
+    fault.enqueue(server_error(), server_error())
+    assert Aivvm.create_completion("", HELLO, False, base_url=fault.url, options=patient) == (
+        "Hello there"
+    )
+    assert len(fault.requests) == 3
+    fault.enqueue(server_error())
+    with pytest.raises(APIError):
+        Aivvm.create_completion("", HELLO, False, base_url=fault.url, options=patient, retries=0)
+    assert len(fault.requests) == 4
 
 
 @pytest.mark.parametrize("how", ["seconds", "date"])

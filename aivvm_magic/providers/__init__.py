@@ -5,6 +5,7 @@ Imports neither IPython nor ipywidgets, so it can be used (and tested) on its ow
 
 from __future__ import annotations
 
+from ..request_options import RequestOptions
 from .aivvm import Aivvm, models
 from .base import AbstractProvider, CreateResult, Messages
 from .errors import (
@@ -33,6 +34,7 @@ __all__ = [
     "ProviderError",
     "RedirectRefused",
     "ReplyTimeout",
+    "RequestOptions",
     "StreamError",
     "StreamingReply",
     "get_provider",

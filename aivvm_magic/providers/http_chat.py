@@ -16,18 +16,12 @@ from typing import Any, ClassVar
 import requests
 
 from .. import protocol
+from ..request_options import PROBE_TIMEOUT, RequestOptions
 from ..secret_types import SecretStr, hidden
 from .base import AbstractProvider, CreateResult, Messages
 from .errors import ProviderError
 from .reply import StreamControl
-from .transport import (
-    RetryCallback,
-    RetryPolicy,
-    Timeouts,
-    get_json,
-    normalise_base_url,
-    post_reply,
-)
+from .transport import RetryCallback, get_json, normalise_base_url, post_reply
 
 __all__ = ["HTTPChatProvider"]
 
@@ -37,9 +31,10 @@ class HTTPChatProvider(AbstractProvider):
 
     Where requests go: the ``base_url`` keyword, else the environment variable named by
     :attr:`base_url_env`, else :attr:`url`. The key: the ``key`` keyword as given (``""`` is no
-    key), else (``None``) the variable named by :attr:`key_env`, else none. Subclasses fill in the class attributes, the ``chat_*``
-    hooks and :meth:`model_listing`; they override :meth:`reply_chunks` where the body is not
-    the reply's bare text, and the other ``model*`` hooks where their models endpoint differs.
+    key), else (``None``) the variable named by :attr:`key_env`, else none. Subclasses fill in
+    the class attributes, the ``chat_*`` hooks and :meth:`model_listing`; they override
+    :meth:`reply_chunks` where the body is not the reply's bare text, and the other ``model*``
+    hooks where their models endpoint differs.
     """
 
     #: The environment variables that name the server and hold the key when no argument does.
@@ -72,21 +67,24 @@ class HTTPChatProvider(AbstractProvider):
         temperature: float = protocol.DEFAULT_TEMPERATURE,
         base_url: str | None = None,
         key: str | None = None,
-        connect_timeout: float = Timeouts.connect,
-        read_timeout: float = Timeouts.read,
-        retries: int = RetryPolicy.retries,
-        backoff: float = RetryPolicy.backoff,
-        max_retry_wait: float = RetryPolicy.max_wait,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        retries: int | None = None,
+        backoff: float | None = None,
+        max_retry_wait: float | None = None,
         on_retry: RetryCallback | None = None,
         session: requests.Session | None = None,
+        options: RequestOptions | None = None,
     ) -> CreateResult | str:
         """Send ``messages`` to ``model``: a :class:`StreamingReply` if ``stream``, else a str.
 
         A model the provider does not take raises ``ValueError`` at once, before anything is
         sent. A non-2xx answer raises :class:`~aivvm_magic.providers.errors.APIError` (an
         ``HTTPError``); a reply cut short raises ``IncompleteReply`` carrying the partial text.
-        ``read_timeout`` bounds the wait for the first byte and every gap between chunks;
-        ``retries`` are made only before the reply starts.
+        Timeouts and retries come from ``options`` (else :class:`RequestOptions`' defaults);
+        a keyword given (``read_timeout=...``) overrides its field. ``read_timeout`` bounds the
+        wait for the first byte and every gap between chunks; retries are made only before the
+        reply starts, and ``on_retry(attempt, wait, reason)`` hears of each.
         """
         secret = cls._key(key)
         payload = cls.chat_payload(
@@ -98,8 +96,13 @@ class HTTPChatProvider(AbstractProvider):
             payload,
             headers=cls.chat_headers(origin, secret),
             secret=secret,
-            timeouts=Timeouts(connect_timeout, read_timeout),
-            retry=RetryPolicy(retries, backoff, max_retry_wait),
+            options=(options or RequestOptions()).override(
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                retries=retries,
+                backoff=backoff,
+                max_retry_wait=max_retry_wait,
+            ),
             session=session,
             on_retry=on_retry,
             parse=cls.reply_chunks,
@@ -138,7 +141,7 @@ class HTTPChatProvider(AbstractProvider):
 
     @classmethod
     def list_models(
-        cls, base_url: str | None = None, key: str | None = None, timeout: float = 5.0
+        cls, base_url: str | None = None, key: str | None = None, timeout: float = PROBE_TIMEOUT
     ) -> list[dict[str, Any]]:
         """The models the server offers (``{base_url}{models_path}``) as ``{"id", "name", ...}``
         dicts; :meth:`fallback_models` when it lists none."""
@@ -153,7 +156,7 @@ class HTTPChatProvider(AbstractProvider):
         return cls.fallback_models()
 
     @classmethod
-    def check(cls, base_url: str | None = None, timeout: float = 5.0) -> bool:
+    def check(cls, base_url: str | None = None, timeout: float = PROBE_TIMEOUT) -> bool:
         """Probe the models endpoint as :meth:`list_models` asks it (with the key from the
         environment); set and return ``working``: whether its first answer lists models."""
         data = next(cls._models_answers(base_url, cls._key(None), timeout), None)

@@ -31,6 +31,7 @@ import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
+from ..request_options import PROBE_TIMEOUT, RequestOptions
 from ..secret_types import SecretBytes
 from .decoding import TextDecoder
 from .errors import (
@@ -58,19 +59,23 @@ USER_AGENT = "aivvm-magic (python-requests)"
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds to wait for a connection, and for each read (the longest gap between chunks)."""
+    """Seconds to wait for a connection, and for each read (the longest gap between chunks).
 
-    connect: float = 10.0
-    read: float = 60.0
+    Made by :func:`post_reply` from the caller's :class:`RequestOptions`, which has the
+    defaults; so is :class:`RetryPolicy`.
+    """
+
+    connect: float
+    read: float
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how patiently to retry a request whose reply has not started."""
 
-    retries: int = 2
-    backoff: float = 0.5
-    max_wait: float = 20.0
+    retries: int
+    backoff: float
+    max_wait: float
 
     def delay(self, attempt: int, retry_after: float | None) -> float | None:
         """Seconds to sleep before retry ``attempt`` (1-based), or None to give up."""
@@ -334,20 +339,22 @@ def post_reply(
     *,
     headers: dict[str, str],
     secret: str,
-    timeouts: Timeouts,
-    retry: RetryPolicy,
+    options: RequestOptions,
     session: requests.Session | None,
     on_retry: RetryCallback | None,
     parse: Callable[[Iterator[str], str, StreamControl], Iterator[str]] | None = None,
 ) -> StreamingReply:
     """POST ``payload`` as UTF-8 JSON; the lazy :class:`StreamingReply` of the answer's text.
 
-    ``parse(text, secret, control)`` turns the body's text into the reply's (an event stream
-    into its contents, say); without it the body is the reply. The body holds the key in
-    some protocols, so it is kept as :class:`SecretBytes`.
+    ``options`` says how long to wait and how often to retry. ``parse(text, secret, control)``
+    turns the body's text into the reply's (an event stream into its contents, say); without
+    it the body is the reply. The body holds the key in some protocols, so it is kept as
+    :class:`SecretBytes`.
     """
     body = SecretBytes(json.dumps(payload, ensure_ascii=False).encode("utf-8"))
     control = StreamControl()
+    timeouts = Timeouts(options.connect_timeout, options.read_timeout)
+    retry = RetryPolicy(options.retries, options.backoff, options.max_retry_wait)
 
     def respond() -> requests.Response:
         return open_stream(
@@ -410,7 +417,7 @@ def get_json(
     *,
     method: str = "GET",
     payload: dict[str, Any] | None = None,
-    timeout: float = 5.0,
+    timeout: float = PROBE_TIMEOUT,
     secret: str | None = None,
     session: requests.Session | None = None,
     headers: dict[str, str] | None = None,
