@@ -177,17 +177,20 @@ class TurnRunner:
                 read_timeout=s.read_timeout,
                 retries=s.retries,
                 on_retry=on_retry,
+                buffer=self.buffer,
             )
             assert isinstance(reply, StreamingReply)
             self._reply = reply
             if self._stopped.is_set():
                 reply.stop()
-            keep = self.buffer.append
             with reply:
-                # The per-chunk path of every reply: at most two plain calls, no wrappers.
-                for chunk in reply:
-                    keep(chunk)
-                    if on_chunk is not None:
+                # The reply appends each chunk to the buffer the views read; a view that
+                # prints (a terminal) is also handed it.
+                if on_chunk is None:
+                    for _ in reply:
+                        pass
+                else:
+                    for chunk in reply:
                         on_chunk(chunk)
             outcome.complete = True
         except BaseException as exc:  # noqa: BLE001 - interrupts too: keep what arrived

@@ -22,6 +22,7 @@ from aivvm_magic.providers import (
     RequestOptions,
     StreamingReply,
 )
+from aivvm_magic.reply_buffer import ReplyBuffer
 from aivvm_magic.server import start_server
 from tests.faultserver import (
     CLOUDFLARE_403_HTML,
@@ -510,3 +511,19 @@ def test_abstract_provider_shape():
     with pytest.raises(TypeError):
         AbstractProvider()  # type: ignore[abstract]
     assert isinstance(Echo(), Reply)
+
+
+def test_a_reply_keeps_its_text_in_the_buffer_it_is_handed(reference):
+    """The buffer the views of a reply read is the reply's own: its text is held once."""
+    buffer = ReplyBuffer()
+    reply = Aivvm.create_completion(
+        "",
+        [{"role": "user", "content": "one two three"}],
+        True,
+        base_url=reference.url,
+        buffer=buffer,
+    )
+    assert reply.buffer is buffer and buffer.chunks == 0  # nothing is sent before next()
+    assert next(reply) == "one " and buffer.text() == "one "
+    assert reply.text() == "one two three" and buffer.chunks == 3
+    assert reply.partial is buffer.text()

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import requests
 
 from .. import protocol
+from ..reply_buffer import ReplyBuffer
 from ..request_options import PROBE_TIMEOUT, RequestOptions
 from ..secret_types import SecretStr, hidden
 from .base import AbstractProvider, CreateResult, Messages
@@ -75,6 +76,7 @@ class HTTPChatProvider(AbstractProvider):
         on_retry: RetryCallback | None = None,
         session: requests.Session | None = None,
         options: RequestOptions | None = None,
+        buffer: ReplyBuffer | None = None,
     ) -> CreateResult | str:
         """Send ``messages`` to ``model``: a :class:`StreamingReply` if ``stream``, else a str.
 
@@ -84,7 +86,8 @@ class HTTPChatProvider(AbstractProvider):
         Timeouts and retries come from ``options`` (else :class:`RequestOptions`' defaults);
         a keyword given (``read_timeout=...``) overrides its field. ``read_timeout`` bounds the
         wait for the first byte and every gap between chunks; retries are made only before the
-        reply starts, and ``on_retry(attempt, wait, reason)`` hears of each.
+        reply starts, and ``on_retry(attempt, wait, reason)`` hears of each. The reply's text
+        is kept in ``buffer`` when one is given (its views read it there).
         """
         secret = cls._key(key)
         payload = cls.chat_payload(
@@ -106,6 +109,7 @@ class HTTPChatProvider(AbstractProvider):
             session=session,
             on_retry=on_retry,
             parse=cls.reply_chunks,
+            buffer=buffer,
         )
         return reply if stream else reply.text()
 

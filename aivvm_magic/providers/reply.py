@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
+from ..reply_buffer import ReplyBuffer
 from .errors import IncompleteReply
 
 
@@ -50,9 +51,12 @@ class StreamControl:
 class StreamingReply(Iterator[str]):
     """An iterator of text chunks that remembers what it has yielded and whether it finished.
 
-    Nothing is sent until the first ``next()``. ``close()`` (or leaving a ``with`` block, or a
-    ``break`` followed by garbage collection) closes the HTTP stream at once. If the stream is
-    cut short, the :class:`IncompleteReply` raised carries the text received so far.
+    What it yields is kept in its :attr:`buffer`, a
+    :class:`~aivvm_magic.reply_buffer.ReplyBuffer` that may be handed in, so that the views of
+    the reply read the one copy of its text. Nothing is sent until the first ``next()``.
+    ``close()`` (or leaving a ``with`` block, or a ``break`` followed by garbage collection)
+    closes the HTTP stream at once. If the stream is cut short, the :class:`IncompleteReply`
+    raised carries the text received so far.
 
     Examples
     --------
@@ -64,10 +68,17 @@ class StreamingReply(Iterator[str]):
         In [3]: reply.complete, reply.text()
     """
 
-    def __init__(self, chunks: Iterator[str], control: StreamControl | None = None) -> None:
+    def __init__(
+        self,
+        chunks: Iterator[str],
+        control: StreamControl | None = None,
+        buffer: ReplyBuffer | None = None,
+    ) -> None:
         self._chunks = chunks
         self.control = control or StreamControl()
-        self._parts: list[str] = []
+        #: The text received so far.
+        self.buffer = buffer if buffer is not None else ReplyBuffer()
+        self._keep = self.buffer.append
         self.complete = False
         self.closed = False
 
@@ -90,7 +101,7 @@ class StreamingReply(Iterator[str]):
         except BaseException:
             self.close()
             raise
-        self._parts.append(chunk)
+        self._keep(chunk)
         return chunk
 
     @property
@@ -102,9 +113,7 @@ class StreamingReply(Iterator[str]):
     @property
     def partial(self) -> str:
         """The text received so far (all of it once ``complete``)."""
-        if len(self._parts) > 1:
-            self._parts[:] = ["".join(self._parts)]
-        return self._parts[0] if self._parts else ""
+        return self.buffer.text()
 
     def text(self) -> str:
         """Read the rest of the stream and return the whole reply."""

@@ -31,6 +31,7 @@ import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
+from ..reply_buffer import ReplyBuffer
 from ..request_options import PROBE_TIMEOUT, RequestOptions
 from ..secret_types import SecretBytes
 from .decoding import TextDecoder
@@ -343,13 +344,14 @@ def post_reply(
     session: requests.Session | None,
     on_retry: RetryCallback | None,
     parse: Callable[[Iterator[str], str, StreamControl], Iterator[str]] | None = None,
+    buffer: ReplyBuffer | None = None,
 ) -> StreamingReply:
     """POST ``payload`` as UTF-8 JSON; the lazy :class:`StreamingReply` of the answer's text.
 
     ``options`` says how long to wait and how often to retry. ``parse(text, secret, control)``
     turns the body's text into the reply's (an event stream into its contents, say); without
-    it the body is the reply. The body holds the key in some protocols, so it is kept as
-    :class:`SecretBytes`.
+    it the body is the reply. The reply's text goes into ``buffer`` when one is given. The
+    body holds the key in some protocols, so it is kept as :class:`SecretBytes`.
     """
     body = SecretBytes(json.dumps(payload, ensure_ascii=False).encode("utf-8"))
     control = StreamControl()
@@ -369,7 +371,8 @@ def post_reply(
         )
 
     text = stream_text(respond, url, timeouts.read, control)
-    return StreamingReply(text if parse is None else parse(text, secret, control), control)
+    chunks = text if parse is None else parse(text, secret, control)
+    return StreamingReply(chunks, control, buffer)
 
 
 def stream_text(
