@@ -28,34 +28,24 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import Future
-from dataclasses import replace
 from typing import Any, TypeVar
 
 import ipywidgets as widgets
 
-from ..conversation import Conversation, ConversationBusy, ConversationEvent, PendingReply, Turn
+from ..conversation import Conversation, ConversationEvent
 from ..errors import one_line
-from ..protocol import models as builtin_models
 from ..providers import get_provider
-from ..rendering.incremental import MarkdownStream
-from ..rendering.loop import MIN_INTERVAL, TICK
-from ..rendering.replies import format_status, status_html
-from ..rendering.transcript import (
-    live_exchange_html,
-    transcript_html,
-    transcript_text,
-    turn_html,
-)
+from ..rendering.transcript import transcript_html, transcript_text, turn_html
 from ..session import Session
-from ..turns import TurnOutcome, TurnRunner
-from .sender import STOPPED_EARLY, Job, Sender
+from ..turns import TurnOutcome
+from .layout import EXPORT_FORMATS, PanelLayout
+from .sender import Job, Sender
+from .view import PanelView, count
 
 __all__ = ["ChatPanel"]
 
 logger = logging.getLogger(__name__)
 
-#: Export formats offered by the panel: label, value, file extension.
-EXPORT_FORMATS = (("JSON", "json", ".json"), ("Markdown", "markdown", ".md"))
 _EXTENSIONS = {value: extension for _, value, extension in EXPORT_FORMATS}
 #: The settings the panel's controls follow when ``%config`` changes them.
 _FOLLOWED = ["model", "temperature", "system_message"]
@@ -91,11 +81,7 @@ def _guarded(method: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
-
-
-class ChatPanel(widgets.VBox):
+class ChatPanel(PanelLayout):
     """A chat panel on a named conversation, shared with the ``%%aivvm`` cells.
 
     The panel shows the conversation's transcript (each reply rendered and sanitised exactly
@@ -141,40 +127,49 @@ class ChatPanel(widgets.VBox):
         if session is None:
             # ``magics``: the loaded AivvmMagics (or anything with its ``session``).
             session = magics.session if magics is not None else self._find_session()
-        super().__init__(**kwargs)
+        settings = session.settings
+        super().__init__(
+            chat=chat.strip(),
+            chats=session.chats.names(),
+            model=settings.model,
+            temperature=settings.temperature,
+            system=settings.system_message,
+            **kwargs,
+        )
         self._session = session
-        self._settings = session.settings
+        self._settings = settings
         self._loop = session.render_loop
-        self.fmt = "markdown"
         self.last_outcome: TurnOutcome | None = None
-        self._target = self._settings.base_url.rstrip("/")
         self._handles: list[Any] = []
         self._closed = threading.Event()
-        self._sender = Sender(self._run_job, self._finish_job, self._changed)
-        # What changed since the loop last drew, written by any thread under the lock; the
-        # loop alone turns it into widget values.
-        self._lock = threading.Lock()
+        self._sender = Sender(
+            session, finished=self._finish_job, changed=self._loop.wake, report=_report_error
+        )
         self._conversation: Conversation | None = None
         self._unsubscribe: Callable[[], None] | None = None
-        self._history_changed = True
-        self._status: tuple[str, bool] = ("", False)
-        # A note about the last message sent (not sent, and why), kept on the live status line
-        # while another reply streams.
-        self._notice = ""
-        self._found_models: list[str] | None = None
-        # Drawn state, the loop's alone.
-        self._turn_cache: dict[int, tuple[Turn, str]] = {}
-        self._history_html = ""
-        self._live_markdown: tuple[PendingReply | None, MarkdownStream] = (None, MarkdownStream())
-        self._live_shown: tuple[int, int] | None = None
-        self._drawn_at = 0.0
-        self._build(chat.strip())
-        self._bind(self._session.chats.get(chat.strip()))
-        self._settings.observe(self._on_settings_change, names=_FOLLOWED)
-        self._loop.add(self)
+        self._view = PanelView(
+            transcript=self.transcript,
+            status=self.status,
+            stop_button=self.stop_button,
+            model_picker=self.model_picker,
+            chat_picker=self.chat_picker,
+            sender=self._sender,
+            names=session.chats.names,
+            history_changed=self.update_display,
+            target=settings.base_url.rstrip("/"),
+        )
+        self._bind(session.chats.get(chat.strip()))
+        self._wire()
+        settings.observe(self._on_settings_change, names=_FOLLOWED)
+        self._loop.add(self._view)
         # Asking the server for its models can take seconds (or start the embedded server);
         # the built-in table serves until the answer arrives.
         self.models_loaded: Future[list[str]] = session.submit(self._load_models)
+
+    @property
+    def fmt(self) -> str:
+        """How replies are rendered: ``markdown``."""
+        return self._view.fmt
 
     @staticmethod
     def _find_session() -> Session:
@@ -194,82 +189,13 @@ class ChatPanel(widgets.VBox):
             raise RuntimeError("could not load the aivvm_magic extension")
         return magics.session
 
-    # -- building -------------------------------------------------------------------------
-
-    def _build(self, chat: str) -> None:
-        settings = self._settings
-        model = settings.model
-
-        def full() -> widgets.Layout:
-            return widgets.Layout(width="100%")
-
-        self.chat_picker = widgets.Combobox(
-            value=chat,
-            options=tuple(self._session.chats.names()),
-            description="Chat",
-            placeholder="an existing or new name",
-            ensure_option=False,
-            continuous_update=False,
-        )
-        self.model_picker = widgets.Dropdown(
-            options=self._model_options([], model), value=model, description="Model"
-        )
-        self.temperature_slider = widgets.FloatSlider(
-            value=min(max(settings.temperature, 0.0), 2.0),
-            min=0.0,
-            max=2.0,
-            step=0.05,
-            description="Temperature",
-            continuous_update=False,
-            readout_format=".2f",
-        )
-        self.system_input = widgets.Textarea(
-            value=settings.system_message, description="System", rows=2, layout=full()
-        )
-        self.transcript = widgets.HTML(layout=widgets.Layout(width="100%"))
-        self.transcript.add_class("aivvm-transcript")
-        self.status = widgets.HTML()
-        self.message = widgets.Textarea(
-            placeholder="Your message; press Send", rows=3, layout=full()
-        )
-        self.send_button = widgets.Button(
-            description="Send", button_style="primary", icon="paper-plane"
-        )
-        self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
-        self.reset_button = widgets.Button(
-            description="Reset", icon="trash", tooltip="Forget every turn of this conversation"
-        )
-        self.export_format = widgets.Dropdown(
-            options=[(label, value) for label, value, _ in EXPORT_FORMATS],
-            value="json",
-            layout=widgets.Layout(width="8em"),
-        )
-        self.export_path = widgets.Text(value="chat.json", placeholder="file path")
-        self.export_button = widgets.Button(description="Export", icon="download")
-
+    def _wire(self) -> None:
         self.chat_picker.observe(self._on_chat_picked, names="value")
         self.export_format.observe(self._on_format_picked, names="value")
         self.send_button.on_click(self._on_send_click)
         self.stop_button.on_click(self._on_stop_click)
         self.reset_button.on_click(self._on_reset_click)
         self.export_button.on_click(self._on_export_click)
-
-        self.children = [
-            widgets.HBox([self.chat_picker, self.model_picker, self.temperature_slider]),
-            self.system_input,
-            self.transcript,
-            self.status,
-            self.message,
-            widgets.HBox([self.send_button, self.stop_button, self.reset_button]),
-            widgets.HBox([self.export_format, self.export_path, self.export_button]),
-        ]
-
-    @staticmethod
-    def _model_options(found: list[str], current: str) -> list[str]:
-        options = list(dict.fromkeys(found or builtin_models))
-        if current and current not in options:
-            options.append(current)
-        return options
 
     def _load_models(self) -> list[str]:
         try:
@@ -289,13 +215,12 @@ class ChatPanel(widgets.VBox):
         once, in the background, when it is built.
         """
         settings = self._settings
-        base_url, self._target = self._session.target()
+        base_url, self._view.target = self._session.target()
         provider = settings.provider
         found = get_provider(provider).list_models(base_url, key=str(settings.key_for(provider)))
         ids = [m["id"] for m in found if isinstance(m.get("id"), str)]
-        with self._lock:
-            self._found_models = ids
-        self._loop.draw_now(self)
+        self._view.models_found(ids)
+        self._loop.draw_now(self._view)
         return ids
 
     # -- the conversation ------------------------------------------------------------------
@@ -326,165 +251,33 @@ class ChatPanel(widgets.VBox):
             raise ValueError(f"a conversation name must be a non-empty string, not {chat!r}")
         if name != self.chat:
             self._bind(self._session.chats.get(name))
-            self._loop.draw_now(self)
+            self._loop.draw_now(self._view)
         if self.chat_picker.value != name:
             self.chat_picker.value = name
 
     def _bind(self, conversation: Conversation) -> None:
-        with self._lock:
-            if self._unsubscribe is not None:
-                self._unsubscribe()
-            self._conversation = conversation
-            self._unsubscribe = conversation.subscribe(self._on_event)
-            self._history_changed = True
-            self._status = ("", False)
-            self._notice = ""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self._conversation = conversation
+        self._view.show(conversation)
+        self._unsubscribe = conversation.subscribe(self._on_event)
 
     def _on_event(self, event: ConversationEvent) -> None:
-        # Runs in whichever thread changed the conversation: record, then let the loop draw.
+        # Runs in whichever thread changed the conversation: tell the view, let the loop draw.
         if event.conversation is not self._conversation or self._closed.is_set():
             return
-        kind = event.kind
-        with self._lock:
-            # A note left by an earlier message (refused, failed) is out of date now.
-            self._notice = ""
-            self._history_changed = kind != "turn_started"
-            if kind == "turn_finished" and event.turn is not None:
-                self._status = (self._turn_line(event.turn), not event.turn.complete)
-            elif kind == "turn_failed":
-                self._status = (self._state_line("failed", event.error or "no reply"), True)
-            elif kind == "reset":
-                removed = _count(event.removed, "turn")
-                self._status = (self._idle_line(f"reset, {removed} removed"), False)
-            elif kind == "replaced":
-                self._status = (self._idle_line("history replaced"), False)
-        if kind == "turn_started":
+        self._view.heard(event)
+        if event.kind == "turn_started":
             self._loop.wake()
         else:
             # When the cell, the message or the reset that caused it returns, every panel on
             # the conversation shows it.
-            self._loop.draw_now(self)
+            self._loop.draw_now(self._view)
 
-    # -- drawing (the render loop calls these) -------------------------------------------
-
-    def _live(self) -> PendingReply | None:
-        pending = self.conversation.pending
-        return pending if pending is not None and not pending.recorded else None
-
-    def wants_draw(self, now: float) -> bool:
-        """Something changed, the live reply grew, or the live status line's tick is due."""
-        live = self._live()
-        if self._history_changed or self._found_models is not None:
-            return True
-        if live is not None and self._live_shown != (id(live), live.chunks):
-            return True
-        streaming = live is not None or any(job.waiting for job in self._sender.jobs)
-        return streaming and now - self._drawn_at >= TICK
-
-    def poll_interval(self) -> float | None:
-        """At the live pace while a reply streams or a message waits; else only when woken."""
-        if self._live() is not None or self._sender.jobs:
-            return MIN_INTERVAL
-        return None
-
-    def draw(self, now: float) -> None:
-        """Write the transcript, the status line, Send and Stop, and the model list."""
-        with self._lock:
-            history_changed, self._history_changed = self._history_changed, False
-            status, notice = self._status, self._notice
-            found, self._found_models = self._found_models, None
-        conversation = self.conversation
-        if history_changed:
-            self._history_html = self._rebuild_history(conversation.turns)
-        live = self._live()
-        live_html, chars = "", 0
-        if live is not None:
-            if self._live_markdown[0] is not live:
-                self._live_markdown = (live, MarkdownStream())
-            live_html, chars = live_exchange_html(live, self.fmt, self._live_markdown[1])
-            self._live_shown = (id(live), live.chunks)
-        else:
-            self._live_shown = None
-        value = transcript_html(self._history_html + live_html)
-        if self.transcript.value != value:
-            self.transcript.value = value
-        jobs = self._sender.jobs
-        line, warn = status
-        if live is not None:
-            job = self._sender.running(conversation)
-            line = format_status(
-                model=job.settings.model if job is not None else "",
-                target=self._target,
-                elapsed=live.elapsed,
-                chars=chars,
-                state="streaming…" if chars else "waiting…",
-                note=notice or ("from a cell" if live.source == "cell" else ""),
-            )
-            warn = False
-        elif any(job.waiting for job in jobs):
-            line, warn = self._state_line("waiting for another reply to finish…"), False
-        self.status.value = status_html(line or self._idle_line(), warn=warn)
-        self.stop_button.disabled = not jobs
-        if found is not None:
-            self._show_models(found)
-        names = tuple(self._session.chats.names())
-        if self.chat_picker.options != names:
-            self.chat_picker.options = names
-        if history_changed:
-            self.update_display()
-        self._drawn_at = now
-
-    def _rebuild_history(self, turns: list[Turn]) -> str:
-        parts = []
-        for turn in turns:
-            cached = self._turn_cache.get(id(turn))
-            if cached is None or cached[0] is not turn:
-                cached = self._turn_cache[id(turn)] = (turn, turn_html(turn, self.fmt))
-            parts.append(cached[1])
-        keep = {id(turn) for turn in turns}
-        for key in [key for key in self._turn_cache if key not in keep]:
-            del self._turn_cache[key]
-        return "".join(parts)
-
-    def _show_models(self, found: list[str]) -> None:
-        picker = self.model_picker
-        current = picker.value
-        with picker.hold_sync():
-            # Setting options selects the first one; put the user's choice back.
-            picker.options = self._model_options(found, current)
-            picker.value = current
-
-    def _changed(self) -> None:
-        # The set of messages queued or running changed: Send, Stop and the status follow.
-        self._loop.wake()
-
-    def _set_status(self, line: str, warn: bool = False) -> None:
-        """Show ``line`` in the status line now (from any thread but the loop's)."""
-        with self._lock:
-            self._status = (line, warn)
-        self._loop.draw_now(self)
-
-    def _turn_line(self, turn: Turn, note: str = "") -> str:
-        return format_status(
-            model=turn.model,
-            target=self._target,
-            elapsed=turn.duration,
-            chars=len(turn.reply),
-            state="" if turn.complete else "incomplete",
-            note=note or turn.error or "",
-        )
-
-    def _state_line(self, state: str, note: str = "") -> str:
-        # For states without a reply to measure: no elapsed time or character count.
-        parts = [state, self.model_picker.value or "", self._target, note]
-        return " · ".join(part for part in parts if part)
-
-    def _idle_line(self, note: str = "") -> str:
-        conversation = self._conversation
-        turns = _count(len(conversation), "turn") if conversation is not None else ""
-        parts = ["ready", self.model_picker.value or "", self._target]
-        parts += [f"{conversation.name!r}, {turns}" if conversation is not None else "", note]
-        return " · ".join(part for part in parts if part)
+    def _say(self, note: str, warn: bool = False) -> None:
+        """Show ``note`` on the status line now (from any thread but the loop's)."""
+        self._view.set_status(self._view.idle_line(note), warn)
+        self._loop.draw_now(self._view)
 
     # -- the static transcript -------------------------------------------------------------
 
@@ -563,7 +356,7 @@ class ChatPanel(widgets.VBox):
             return None
         prompt = text.strip() if isinstance(text, str) else ""
         if not prompt:
-            self._set_status(self._idle_line("type a message first"), warn=True)
+            self._say("type a message first", warn=True)
             return None
         settings = self._session.request_settings(
             model=self.model_picker.value,
@@ -572,49 +365,25 @@ class ChatPanel(widgets.VBox):
         )
         return self._sender.send(Job(self.conversation, prompt, settings))
 
-    def _run_job(self, job: Job) -> None:
-        """One message, on the sender's worker: the turn, then what the panel says of it."""
-        try:
-            base_url, self._target = self._session.target()
-            runner = TurnRunner(
-                job.conversation,
-                job.prompt,
-                replace(job.settings, base_url=base_url),
-                source="panel",
-                busy_timeout=self._settings.busy_timeout,
-            )
-            if not job.attach(runner):
-                job.note = STOPPED_EARLY
-                return
-            self._loop.wake()  # "waiting for another reply", if the conversation is busy
-            try:
-                job.outcome = runner.run()
-            except ConversationBusy as exc:
-                job.note = one_line(exc)
-                return
-            self.last_outcome = job.outcome
-            job.note = job.outcome.note
-        except Exception as exc:  # noqa: BLE001 - shown below and in the shell
-            job.note = one_line(exc)
-            _report_error()
-
     def _finish_job(self, job: Job) -> None:
+        # On the sender's worker, before send() returns: what the status line says of it.
+        if job.target:
+            self._view.target = job.target
         outcome = job.outcome
+        if outcome is not None:
+            self.last_outcome = outcome
         if outcome is not None and outcome.turn is not None:
             # Recorded, complete or partial: the turn_finished event set the status line. A
             # reply cut at the model's token limit says so too.
             if outcome.complete and outcome.status_note:
-                line = self._turn_line(outcome.turn)
-                with self._lock:
-                    if self._status == (line, False):
-                        self._status = (self._turn_line(outcome.turn, outcome.status_note), False)
+                self._view.note_on_turn(outcome.turn, outcome.status_note)
         elif job.conversation is self._conversation:
             note = job.note or "not sent"
-            with self._lock:
-                # Kept as a note while another reply streams, so its live status shows it.
-                self._notice = f"not sent: {note}"
-                self._status = (self._state_line("failed", note), True)
-        self._loop.draw_now(self)
+            # Kept as a note while another reply streams, so its live status shows it.
+            self._view.set_status(
+                self._view.state_line("failed", note), True, notice=f"not sent: {note}"
+            )
+        self._loop.draw_now(self._view)
 
     # -- reset and export --------------------------------------------------------------------
 
@@ -622,9 +391,7 @@ class ChatPanel(widgets.VBox):
         """Forget every turn of the conversation; refused while a reply streams into it."""
         conversation = self.conversation
         if conversation.busy:
-            self._set_status(
-                self._idle_line("a reply is streaming; Stop it or wait, then reset"), warn=True
-            )
+            self._say("a reply is streaming; Stop it or wait, then reset", warn=True)
             return
         conversation.reset()
 
@@ -640,17 +407,14 @@ class ChatPanel(widgets.VBox):
         if fmt not in _EXTENSIONS:
             raise ValueError(f"fmt must be 'json' or 'markdown', not {fmt!r}")
         if not path:
-            self._set_status(self._idle_line("export: type a file path first"), warn=True)
+            self._say("export: type a file path first", warn=True)
             return None
         expected = _EXTENSIONS[fmt]
         extension = os.path.splitext(path)[1]
         if not extension:
             path += expected
         elif extension.lower() != expected:
-            self._set_status(
-                self._idle_line(f"export: a {fmt} file must end in {expected}, not {extension}"),
-                warn=True,
-            )
+            self._say(f"export: a {fmt} file must end in {expected}, not {extension}", warn=True)
             return None
         conversation = self.conversation
         try:
@@ -659,10 +423,10 @@ class ChatPanel(widgets.VBox):
             else:
                 conversation.export_markdown(path)
         except (OSError, ValueError) as exc:
-            self._set_status(self._idle_line(f"export to {path} failed: {one_line(exc)}"), True)
+            self._say(f"export to {path} failed: {one_line(exc)}", warn=True)
             return None
-        count = _count(len(conversation), "turn")
-        self._set_status(self._idle_line(f"exported {count} to {path}"))
+        turns = count(len(conversation), "turn")
+        self._say(f"exported {turns} to {path}")
         return path
 
     # -- callbacks ---------------------------------------------------------------------------
@@ -727,7 +491,7 @@ class ChatPanel(widgets.VBox):
         closed = getattr(self, "_closed", None)
         if closed is not None and not closed.is_set():
             closed.set()
-            self._loop.remove(self)
+            self._loop.remove(self._view)
             self._sender.close()
             if self._unsubscribe is not None:
                 self._unsubscribe()
@@ -737,26 +501,8 @@ class ChatPanel(widgets.VBox):
             except ValueError:
                 pass
             self._handles.clear()
-            parts = self._descendants()
-            for child in parts:
-                child.close()
-            # Layouts and styles are widgets too, kept alive by ipywidgets' registry until
-            # closed; the panel made them all, so it frees them.
-            for part in (self, *parts):
-                for trait in ("layout", "style"):
-                    owned = getattr(part, trait, None)
-                    if isinstance(owned, widgets.Widget):
-                        owned.close()
+            self.close_widgets()
         super().close()
-
-    def _descendants(self) -> list[widgets.Widget]:
-        found: list[widgets.Widget] = []
-        stack = list(self.children)
-        while stack:
-            widget = stack.pop()
-            found.append(widget)
-            stack.extend(getattr(widget, "children", ()))
-        return found
 
     def __repr__(self) -> str:
         name = self._conversation.name if getattr(self, "_conversation", None) else "?"

@@ -3,7 +3,8 @@
 Widget callbacks run on the kernel's shell thread, so replies stream on a worker thread of the
 panel's own and the kernel stays free to run cells. Messages sent while one streams wait in the
 worker's queue, in order; Stop cancels a queued message before any request is made, and ends a
-running one at once (its partial reply is kept).
+running one at once (its partial reply is kept). A message runs through the same
+:class:`~aivvm_magic.turns.TurnRunner` as a cell, with the session's target and settings.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any
 
-from ..conversation import Conversation
+from ..conversation import Conversation, ConversationBusy
+from ..errors import one_line
+from ..session import Session
 from ..turns import TurnOutcome, TurnRunner, TurnSettings
 from ..worker import Worker
 
@@ -37,6 +41,8 @@ class Job:
         self.outcome: TurnOutcome | None = None
         #: Why the message was not answered, in a few words ("" when it was).
         self.note = ""
+        #: Where it was sent, as status lines say it (once known).
+        self.target = ""
         self._lock = threading.Lock()
         self._stopped = False
 
@@ -74,20 +80,23 @@ class Job:
 class Sender:
     """Runs a panel's jobs one at a time on a worker thread started with the first message.
 
-    ``run(job)`` does the work of one job and ``finished(job)`` reports it, once the job is no
-    longer among :attr:`jobs` and before its future is done; ``changed()`` is called whenever
-    the set of unfinished jobs changes, so the panel can redraw.
+    ``finished(job)`` hears of each job once it is no longer among :attr:`jobs` and before its
+    future is done; ``changed()`` whenever the jobs changed, so the panel can redraw;
+    ``report()`` is called inside the ``except`` block of an unexpected error, to show it.
     """
 
     def __init__(
         self,
-        run: Callable[[Job], Any],
+        session: Session,
+        *,
         finished: Callable[[Job], Any],
         changed: Callable[[], None],
+        report: Callable[[], None],
     ) -> None:
-        self._run = run
+        self._session = session
         self._finished = finished
         self._changed = changed
+        self._report = report
         self._worker = Worker("aivvm-panel-sender")
         self._lock = threading.Lock()
         self._jobs: list[Job] = []
@@ -104,10 +113,33 @@ class Sender:
     def _run_job(self, job: Job) -> TurnOutcome | None:
         try:
             self._run(job)
+        except Exception as exc:  # noqa: BLE001 - said in the status line, and shown
+            job.note = one_line(exc)
+            self._report()
         finally:
             self._forget(job)
             self._finished(job)
         return job.outcome
+
+    def _run(self, job: Job) -> None:
+        base_url, job.target = self._session.target()
+        runner = TurnRunner(
+            job.conversation,
+            job.prompt,
+            replace(job.settings, base_url=base_url),
+            source="panel",
+            busy_timeout=self._session.settings.busy_timeout,
+        )
+        if not job.attach(runner):
+            job.note = STOPPED_EARLY
+            return
+        self._changed()  # "waiting for another reply", if the conversation is busy
+        try:
+            job.outcome = runner.run()
+        except ConversationBusy as exc:
+            job.note = one_line(exc)
+            return
+        job.note = job.outcome.note
 
     def _settle(self, job: Job, future: Future[Any]) -> None:
         # A job cancelled in the queue never runs: it is forgotten here instead.
