@@ -46,7 +46,7 @@ def local_unavailable_reason(model_path: str | os.PathLike[str] | None = None) -
     makes the local engine unavailable rather than quietly replaced.
     """
     # Imported here, like the server itself, so loading the extension stays cheap.
-    from .server.local import ModelNotFound, find_model, llama_cpp_installed
+    from .server.local_model import ModelNotFound, find_model, llama_cpp_installed
 
     if not llama_cpp_installed():
         return 'llama-cpp-python is not installed (pip install "aivvm-magic[local]")'
@@ -99,7 +99,7 @@ def describe(server: Any) -> str:
     ``embedded server, echo engine``. When ``$AIVVM_LOCAL_MODEL`` asked for a model that cannot
     be used, an echo server says why.
     """
-    from .server.local import MODEL_ENV
+    from .server.local_model import MODEL_ENV
 
     engine = server.engine
     text = f"embedded server, {engine.name} engine"

