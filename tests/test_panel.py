@@ -296,6 +296,19 @@ def test_switching_conversations_rebinds_the_panel(
     assert panel.transcript.value == shown
 
 
+def test_one_thread_draws_every_panel(
+    ip: InteractiveShell, fast_server: ServerHandle, make_panel: Any, chat: str
+) -> None:
+    use(ip, fast_server)
+    panels = [make_panel(chat), make_panel(chat), make_panel(chat + "-other")]
+    for panel in panels:
+        assert panel.send("hello") == "hello"
+    names = [thread.name for thread in threading.enumerate()]
+    assert names.count("aivvm-render") == 1
+    assert all(panel.session.render_loop.running for panel in panels)
+    assert "hello" in panels[2].transcript.value
+
+
 # --------------------------------------------------------------------------------------------
 # Stop, waiting and the kernel
 

@@ -15,8 +15,8 @@ ipykernel keeps there the parent header that routes output to the cell it belong
 The thread starts with the first view, sleeps without a timeout while no view needs looking at,
 and stops when the loop is closed (by its session, or at exit).
 
-Pacing is testable without the thread or the wall clock: give the loop a ``clock`` and call
-:meth:`RenderLoop.run_once` with the times you choose.
+Pacing is testable without the thread or the wall clock: make the loop with a ``clock`` of
+your own and ``threaded=False``, and call :meth:`RenderLoop.run_once` as that clock moves.
 """
 
 from __future__ import annotations
@@ -88,12 +88,14 @@ class RenderLoop:
         min_interval: float = MIN_INTERVAL,
         share: float = DISPLAY_SHARE,
         name: str = "aivvm-render",
+        threaded: bool = True,
     ) -> None:
         #: The loop's time, in seconds; views' ``now`` comes from it.
         self.clock = clock
         self.min_interval = min_interval
         self.share = share
         self._name = name
+        self._threaded = threaded
         self._entries: dict[int, _Entry] = {}
         # Guards the entries; never held while a view draws.
         self._lock = threading.Lock()
@@ -145,7 +147,7 @@ class RenderLoop:
         For the end of a turn, a reset, a switch: when the call that caused it returns, the
         view shows it. False if ``view`` is not registered or the draw took over ``timeout``.
         """
-        if threading.current_thread() is self._thread:
+        if not self._threaded or threading.current_thread() is self._thread:
             view.draw(self.clock())
             return True
         done = threading.Event()
@@ -202,7 +204,7 @@ class RenderLoop:
 
     def _start(self) -> None:
         # Called under the lock: one thread, started with the first view.
-        if self._thread is None or not self._thread.is_alive():
+        if self._threaded and (self._thread is None or not self._thread.is_alive()):
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
 
