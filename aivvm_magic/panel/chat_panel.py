@@ -468,13 +468,11 @@ class ChatPanel(PanelLayout):
     def _on_settings_change(self, change: dict[str, Any]) -> None:
         name, value = change["name"], change["new"]
         if name == "model":
-            picker = self.model_picker
-            if value not in picker.options:
-                with picker.hold_sync():
-                    current = picker.value
-                    picker.options = (*picker.options, value)
-                    picker.value = current
-            picker.value = value
+            if value not in self.model_picker.options:
+                # The list is the render loop's to draw; the choice is this thread's.
+                self._view.offer_model(value)
+                self._loop.draw_now(self._view)
+            self.model_picker.value = value
         elif name == "temperature":
             self.temperature_slider.value = min(max(value, 0.0), 2.0)
         else:

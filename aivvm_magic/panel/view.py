@@ -78,7 +78,11 @@ class PanelView:
         # A note about the last message sent (not sent, and why), kept on the live status line
         # while another reply streams.
         self._notice = ""
-        self._found_models: list[str] | None = None
+        # The model list: what the server offers (None until it said), and ids that %config
+        # chose since, to be drawn when _models_changed.
+        self._server_models: list[str] = []
+        self._offered: list[str] = []
+        self._models_changed = False
         # Drawn state: the render loop's alone.
         self._turn_cache: dict[int, tuple[Turn, str]] = {}
         self._history_html = ""
@@ -135,7 +139,15 @@ class PanelView:
     def models_found(self, ids: list[str]) -> None:
         """The server's model list, shown at the next draw."""
         with self._lock:
-            self._found_models = ids
+            self._server_models = list(ids)
+            self._models_changed = True
+
+    def offer_model(self, model: str) -> None:
+        """Add ``model`` to the list (``%config`` chose it), shown at the next draw."""
+        with self._lock:
+            if model not in self._offered:
+                self._offered.append(model)
+                self._models_changed = True
 
     # -- as a live view (the render loop calls these) ---------------------------------------
 
@@ -146,7 +158,7 @@ class PanelView:
     def wants_draw(self, now: float) -> bool:
         """Something changed, the live reply grew, or the live status line's tick is due."""
         live = self._live()
-        if self._history_changed or self._found_models is not None:
+        if self._history_changed or self._models_changed:
             return True
         if live is not None and self._live_shown != (id(live), live.chunks):
             return True
@@ -164,7 +176,8 @@ class PanelView:
         with self._lock:
             history_changed, self._history_changed = self._history_changed, False
             (line, warn), notice = self._status, self._notice
-            found, self._found_models = self._found_models, None
+            models_changed, self._models_changed = self._models_changed, False
+            models = [*self._server_models, *self._offered]
         conversation = self.conversation
         if history_changed:
             self._history_html = self._rebuild_history(conversation.turns)
@@ -188,8 +201,8 @@ class PanelView:
             line, warn = self.state_line("waiting for another reply to finish…"), False
         self.status.value = status_html(line or self.idle_line(), warn=warn)
         self.stop_button.disabled = not jobs
-        if found is not None:
-            self._show_models(found)
+        if models_changed:
+            self._show_models(models)
         names = tuple(self._names())
         if self.chat_picker.options != names:
             self.chat_picker.options = names
@@ -209,12 +222,15 @@ class PanelView:
             del self._turn_cache[key]
         return "".join(parts)
 
-    def _show_models(self, found: list[str]) -> None:
+    def _show_models(self, models: list[str]) -> None:
         picker = self.model_picker
         current = picker.value
+        options = tuple(model_options(models, current))
+        if picker.options == options:
+            return
         with picker.hold_sync():
             # Setting options selects the first one; put the user's choice back.
-            picker.options = model_options(found, current)
+            picker.options = options
             picker.value = current
 
     # -- status lines ------------------------------------------------------------------------
