@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import CaselessStrEnum
 
+from . import commands
 from .conversation import ConversationBusy, ConversationStore
-from .errors import AivvmError, one_line
+from .errors import AivvmError
 from .interpolation import interpolate
 from .session import Session
 from .settings import Settings
@@ -28,24 +29,6 @@ if TYPE_CHECKING:
 # methods that use them, so that ``%load_ext aivvm_magic`` adds little to kernel start-up.
 
 FORMATS = ("markdown", "text", "code")
-
-
-def _parse(magic: Any, line: str) -> Any:
-    """``parse_argstring``, with an unclosed quote reported as the usage error it is."""
-    try:
-        return parse_argstring(magic, line)
-    except ValueError as exc:  # shlex: "No closing quotation"
-        raise UsageError(f"Could not read the options: {exc}") from None
-
-
-def _unquote(args: Any, *names: str) -> Any:
-    # parse_argstring splits like a non-POSIX shell, which keeps the quotes around a quoted
-    # value (-s "Be brief." arrives as '"Be brief."'); take one matching pair off.
-    for name in names:
-        value = getattr(args, name, None)
-        if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] in "\"'":
-            setattr(args, name, value[1:-1])
-    return args
 
 
 _CODE_BLOCK = re.compile(r"^(`{3,}|~{3,})[^\n]*\n(.*?)^\1[ \t]*$", re.DOTALL | re.MULTILINE)
@@ -152,12 +135,9 @@ class AivvmMagics(Magics, Settings):
         """
         from .providers import get_provider
 
-        args = _unquote(
-            _parse(self.aivvm, line),
-            *("model", "system", "chat", "output", "base_url", "provider"),
+        args = commands.parse(
+            self.aivvm, line, "model", "system", "chat", "output", "base_url", "provider"
         )
-        if not args.chat.strip():
-            raise UsageError("-c/--chat needs a conversation name")
         if args.base_url:
             from .providers.transport import normalise_base_url
 
@@ -274,17 +254,14 @@ class AivvmMagics(Magics, Settings):
 
     # -- %aivvm -------------------------------------------------------------------------
 
-    @magic_arguments()
-    @argument(
-        "command",
-        choices=("status", "models", "reset", "history", "export", "import", "panel"),
-        help="What to do.",
-    )
-    @argument("path", nargs="?", help="File for export/import (.json or .md).")
-    @argument("-c", "--chat", default="default", help="Named conversation.")
     @line_magic("aivvm")
     def aivvm_line(self, line: str) -> Any:
-        """Inspect and manage conversations: status, models, reset, history, export, import.
+        """Inspect and manage conversations: ``%aivvm COMMAND [options]``.
+
+        Each command takes ``-c NAME`` for a named conversation where that makes sense;
+        ``%aivvm COMMAND -h`` shows a command's options. The commands:
+
+        {commands}
 
         Examples
         --------
@@ -295,81 +272,12 @@ class AivvmMagics(Magics, Settings):
             In [3]: %aivvm import notes.json
             In [4]: %aivvm reset
         """
-        args = _unquote(_parse(self.aivvm_line, line), "path", "chat")
-        if not args.chat.strip():
-            raise UsageError("-c/--chat needs a conversation name")
-        command = args.command
-        if command in ("export", "import") and not args.path:
-            raise UsageError(f"%aivvm {command} needs a file path ending in .json or .md")
-        if command not in ("export", "import") and args.path:
-            raise UsageError(f"%aivvm {command} takes no path")
-        return getattr(self, f"_cmd_{command}")(args)
+        return commands.run(self, line)
 
-    def _cmd_status(self, args: Any) -> None:
-        base_url, target = self.target(provider=self.provider)
-        conversation = self.chats.get(args.chat)
-        lines = [
-            f"Target:       {target} ({base_url})",
-            f"Provider:     {self.provider}",
-            f"Model:        {self.model}",
-            f"Temperature:  {self.temperature:g}",
-            f"Conversation: {args.chat}, {len(conversation)} turns",
-            f"Chats:        {', '.join(self.chats.names()) or '(none)'}",
-            f"API key:      {'set' if self.key_for(self.provider) else 'not set'}",
-        ]
-        print("\n".join(lines))
 
-    def _cmd_models(self, args: Any) -> None:
-        from .providers import get_provider
-
-        base_url, target = self.target(provider=self.provider)
-        provider = get_provider(self.provider)
-        found = provider.list_models(base_url, key=str(self.key_for(self.provider)))
-        print(f"Models at {target}:")
-        for model in found:
-            extra = f"  ({model['served_by']})" if model.get("served_by") else ""
-            print(f"  {model['id']:<24} {model.get('name', '')}{extra}")
-
-    def _cmd_reset(self, args: Any) -> None:
-        conversation = self.chats.get(args.chat)
-        count = len(conversation)
-        conversation.reset()
-        print(f"Conversation {args.chat!r} reset ({count} turns removed).")
-
-    def _cmd_history(self, args: Any) -> None:
-        from .rendering.transcript import turns_text
-
-        conversation = self.chats.get(args.chat)
-        if not len(conversation):
-            print(f"Conversation {args.chat!r} is empty.")
-            return
-        print(turns_text(conversation.turns), end="")
-
-    def _cmd_export(self, args: Any) -> None:
-        conversation = self.chats.get(args.chat)
-        try:
-            conversation.export(args.path)
-        except (ValueError, OSError) as exc:
-            raise AivvmError(f"Could not export to {args.path}: {one_line(exc)}") from None
-        print(f"Exported {len(conversation)} turns of {args.chat!r} to {args.path}")
-
-    def _cmd_import(self, args: Any) -> None:
-        from .conversation import Conversation
-
-        try:
-            loaded = Conversation.load(args.path)
-        except (ValueError, OSError) as exc:
-            raise AivvmError(one_line(exc)) from None
-        conversation = self.chats.get(args.chat)
-        conversation.replace_with(loaded)
-        print(f"Imported {len(loaded)} turns into {args.chat!r} from {args.path}")
-
-    def _cmd_panel(self, args: Any) -> None:
-        from .panel import ChatPanel
-
-        # Shown with a display id (not returned as Out[]), so its static transcript can be
-        # updated as the conversation grows.
-        ChatPanel(chat=args.chat, session=self.session).display()
+AivvmMagics.aivvm_line.__doc__ = (AivvmMagics.aivvm_line.__doc__ or "").replace(
+    "{commands}", commands.usage().replace("\n", "\n        ")
+)
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -368,3 +368,18 @@ def test_an_empty_reply_says_so(ip, fault, capsys):
     ip.run_cell_magic("aivvm", f"-c empty --base-url {fault.url}", "Say nothing")
     out = capsys.readouterr().out
     assert out.startswith("[empty reply · ") and out.count("\n") == 1
+
+
+def test_each_command_has_its_own_options_and_help(ip, capsys):
+    from aivvm_magic.commands import COMMANDS
+
+    for name in COMMANDS:
+        ip.run_line_magic("aivvm", f"{name} -h")
+        shown = capsys.readouterr().out
+        assert shown.startswith(f"%aivvm {name}") and "::" not in shown
+    with pytest.raises(UsageError, match="one of: status, models"):
+        ip.run_line_magic("aivvm", "frobnicate")
+    with pytest.raises(UsageError, match="export: .*path"):
+        ip.run_line_magic("aivvm", "export -c default")
+    with pytest.raises(UsageError, match="unrecognized arguments"):
+        ip.run_line_magic("aivvm", "status notes.json")

@@ -1,0 +1,43 @@
+"""``%aivvm status`` and ``%aivvm models``: where requests go, and what answers there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from IPython.core.magic_arguments import magic_arguments
+
+from . import chat_option, command
+
+
+@command("status", "Where requests go, with which settings and conversations.")
+@magic_arguments()
+@chat_option
+def status(magics: Any, args: Any) -> None:
+    """Where requests go, with which settings, and the conversations so far."""
+    base_url, target = magics.target(provider=magics.provider)
+    conversation = magics.chats.get(args.chat)
+    lines = [
+        f"Target:       {target} ({base_url})",
+        f"Provider:     {magics.provider}",
+        f"Model:        {magics.model}",
+        f"Temperature:  {magics.temperature:g}",
+        f"Conversation: {args.chat}, {len(conversation)} turns",
+        f"Chats:        {', '.join(magics.chats.names()) or '(none)'}",
+        f"API key:      {'set' if magics.key_for(magics.provider) else 'not set'}",
+    ]
+    print("\n".join(lines))
+
+
+@command("models", "The models the server offers.")
+@magic_arguments()
+def models(magics: Any, args: Any) -> None:
+    """The models the server offers."""
+    from ..providers import get_provider
+
+    base_url, target = magics.target(provider=magics.provider)
+    provider = get_provider(magics.provider)
+    found = provider.list_models(base_url, key=str(magics.key_for(magics.provider)))
+    print(f"Models at {target}:")
+    for model in found:
+        extra = f"  ({model['served_by']})" if model.get("served_by") else ""
+        print(f"  {model['id']:<24} {model.get('name', '')}{extra}")
