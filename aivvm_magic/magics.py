@@ -230,6 +230,7 @@ class AivvmMagics(Magics, Settings):
                 # A widget reads the reply's buffer; a terminal prints each chunk.
                 on_chunk=display.append if stream and mode == "text" else None,
                 on_retry=lambda n, wait, why: display.notice(f"{why}; retry {n} in {wait:.1f} s"),
+                on_text=display.text_started,
             )
         except ConversationBusy as exc:
             display.finish(complete=False, note=str(exc)) if stream else None

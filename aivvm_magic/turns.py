@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import protocol
-from .conversation import Conversation, Turn
+from .conversation import Conversation, PendingReply, Turn
 from .errors import one_line
 from .providers import StreamingReply, get_provider
 from .providers.transport import RetryCallback
@@ -115,6 +115,7 @@ class TurnRunner:
         self,
         on_chunk: Callable[[str], None] | None = None,
         on_retry: RetryCallback | None = None,
+        on_text: Callable[[], None] | None = None,
     ) -> TurnOutcome:
         """Stream the reply into :attr:`buffer`, calling ``on_chunk`` per chunk (for a view
         that prints them); never raises for a failed reply.
@@ -122,11 +123,13 @@ class TurnRunner:
         ``ConversationBusy`` is raised (nothing started) when another reply holds the
         conversation longer than ``busy_timeout``, or :meth:`stop` came while waiting for it.
         Interrupts and errors end the turn and come back in ``outcome.error``; the caller
-        decides how to show them.
+        decides how to show them. ``on_text()`` is called once, when the first text arrives
+        (the conversation's listeners hear ``"text_started"`` then too), so that views can
+        show it at once.
         """
         if not self.record:
             messages = [{"role": "user", "content": self.prompt}]
-            return self._stream(messages, on_chunk, on_retry)
+            return self._stream(messages, on_chunk, on_retry, on_text)
         with self.conversation.streaming(
             self.prompt,
             self.source,
@@ -144,7 +147,7 @@ class TurnRunner:
                 system=self.settings.system,
             )
 
-            outcome = self._stream(messages, on_chunk, on_retry)
+            outcome = self._stream(messages, on_chunk, on_retry, on_text, pending)
             if outcome.complete or outcome.text:
                 outcome.turn = pending.record(
                     model=self.settings.model,
@@ -160,6 +163,8 @@ class TurnRunner:
         messages: list[dict[str, str]],
         on_chunk: Callable[[str], None] | None,
         on_retry: RetryCallback | None,
+        on_text: Callable[[], None] | None = None,
+        pending: PendingReply | None = None,
     ) -> TurnOutcome:
         s = self.settings
         outcome = TurnOutcome()
@@ -185,7 +190,16 @@ class TurnRunner:
                 reply.stop()
             with reply:
                 # The reply appends each chunk to the buffer the views read; a view that
-                # prints (a terminal) is also handed it.
+                # prints (a terminal) is also handed it. The first chunk is told of apart, so
+                # that the per-chunk loop below stays free of any test for it.
+                for chunk in reply:
+                    if on_chunk is not None:
+                        on_chunk(chunk)
+                    if on_text is not None:
+                        on_text()
+                    if pending is not None:
+                        pending.text_started()
+                    break
                 if on_chunk is None:
                     for _ in reply:
                         pass

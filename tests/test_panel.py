@@ -358,7 +358,7 @@ def test_concurrent_sends_never_interleave(
     def listen(event: ConversationEvent) -> None:
         events.append(event.kind)
 
-    unsubscribe = panel.conversation.subscribe(listen)
+    unsubscribe = panel.conversation.subscribe(listen, kinds=["turn_started", "turn_finished"])
     prompts = [words("alpha", 12), words("beta", 12)]
     results: dict[str, str | None] = {}
     threads = [

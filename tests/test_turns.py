@@ -58,3 +58,15 @@ def test_a_failed_turn_keeps_nothing_but_says_why(record):
     assert not outcome.complete and outcome.text == "" and outcome.turn is None
     assert outcome.note and "\n" not in outcome.note
     assert len(conversation) == 0
+
+
+def test_the_first_text_is_announced_once(reference):
+    conversation = Conversation("first-text")
+    kinds: list[str] = []
+    conversation.subscribe(lambda event: kinds.append(event.kind))
+    calls: list[int] = []
+    runner = TurnRunner(conversation, "one two three four", TurnSettings(base_url=reference.url))
+    outcome = runner.run(on_text=lambda: calls.append(runner.buffer.chunks))
+    assert outcome.complete and outcome.text == "one two three four"
+    assert kinds == ["turn_started", "text_started", "turn_finished"]
+    assert calls == [1]  # once, with the first chunk in the buffer already

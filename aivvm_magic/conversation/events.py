@@ -30,7 +30,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-EventKind = Literal["turn_started", "turn_finished", "turn_failed", "reset", "replaced"]
+EventKind = Literal[
+    "turn_started", "text_started", "turn_finished", "turn_failed", "reset", "replaced"
+]
 EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 Listener = Callable[["ConversationEvent"], object]
 ErrorHandler = Callable[[BaseException, "ConversationEvent"], object]
@@ -44,6 +46,7 @@ class ConversationEvent:
     ``kind``                set fields
     ======================  ==================================================================
     ``"turn_started"``      ``text`` (the prompt), ``source``, ``cell_id``
+    ``"text_started"``      nothing: the reply's first text arrived (once per turn)
     ``"turn_finished"``     ``turn`` (the recorded turn, complete or partial)
     ``"turn_failed"``       ``error``, ``text`` (what had streamed); nothing was recorded
     ``"reset"``             ``removed`` (how many turns were cleared)

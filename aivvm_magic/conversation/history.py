@@ -328,7 +328,14 @@ class Conversation:
         try:
             if cell_id is not None:
                 self.truncate_from_cell(cell_id)
-            pending = PendingReply(self.record, prompt, source, cell_id, buffer)
+            pending = PendingReply(
+                self.record,
+                prompt,
+                source,
+                cell_id,
+                buffer,
+                text_started=lambda: self._emit("text_started"),
+            )
             with self._state:
                 self._pending = pending
             self.begin_turn(prompt, source=source, cell_id=cell_id)

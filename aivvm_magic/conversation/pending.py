@@ -29,8 +29,10 @@ class PendingReply:
         source: str,
         cell_id: str | None,
         buffer: ReplyBuffer | None = None,
+        text_started: Callable[[], None] | None = None,
     ) -> None:
         self._record = record
+        self._text_started = text_started
         self.prompt = prompt
         self.source = source
         self.cell_id = cell_id
@@ -61,6 +63,12 @@ class PendingReply:
     def recorded(self) -> bool:
         """Whether :meth:`record` was called."""
         return self.turn is not None
+
+    def text_started(self) -> None:
+        """Say that the reply's first text arrived (the listeners hear ``"text_started"``),
+        so that the views show it at once rather than at their next look."""
+        if self._text_started is not None:
+            self._text_started()
 
     def add(self, chunk: str) -> None:
         """Append ``chunk`` to the reply (a provider's reply appends to :attr:`buffer` itself)."""

@@ -269,6 +269,8 @@ class ChatPanel(PanelLayout):
         self._view.heard(event)
         if event.kind == "turn_started":
             self._loop.wake()
+        elif event.kind == "text_started":
+            self._loop.draw_soon(self._view)
         else:
             # When the cell, the message or the reset that caused it returns, every panel on
             # the conversation shows it.

@@ -112,7 +112,7 @@ class PanelView:
         with self._lock:
             # A note left by an earlier message (refused, failed) is out of date now.
             self._notice = ""
-            self._history_changed = kind != "turn_started"
+            self._history_changed = kind not in ("turn_started", "text_started")
             if kind == "turn_finished" and event.turn is not None:
                 self._status = (self.turn_line(event.turn), not event.turn.complete)
             elif kind == "turn_failed":

@@ -97,6 +97,11 @@ class StreamingDisplay:
         # the output to this cell.
         self._loop.add(self)
 
+    def text_started(self) -> None:
+        """The reply's first text arrived: show it now rather than at the next look."""
+        if self._loop is not None and self._widget is not None:
+            self._loop.draw_soon(self)
+
     def append(self, chunk: str) -> None:
         """In a terminal, print a chunk of the reply as it arrives."""
         if self.mode != "widget":

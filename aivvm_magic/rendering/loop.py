@@ -141,6 +141,16 @@ class RenderLoop:
         """Look at the views now rather than at their next poll."""
         self._wake.set()
 
+    def draw_soon(self, view: LiveView) -> None:
+        """Draw ``view`` at the loop's next pass, whatever its pace, without waiting for it:
+        the first text of a reply is shown as soon as it arrives."""
+        with self._lock:
+            entry = self._entries.get(id(view))
+            if entry is None:
+                return
+            entry.next_due = 0.0
+        self._wake.set()
+
     def draw_now(self, view: LiveView, timeout: float = 5.0) -> bool:
         """Draw ``view`` at once, whatever its pace, and wait until it has been drawn.
 
