@@ -7,13 +7,15 @@ query string:
 * ``framing``: ``chunked``, ``length`` or ``close``;
 * ``mode=stamps&count=N&interval=S``: N pieces, one every S seconds, each carrying the
   ``time.monotonic_ns()`` of its write as ``<ns>|`` padded to a fixed size, so the reader can
-  compute write-to-read latency on the same clock;
+  compute write-to-read latency on the same clock (without a query, ``$AIVVM_CHUNKS`` may
+  give ``N,S``: for a client that cannot add one, such as the ``%%aivvm`` magic);
 * ``mode=bulk&size=BYTES``: BYTES of UTF-8 text with multi-byte characters, written as fast as
   the socket takes them.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import socketserver
 import sys
@@ -21,6 +23,7 @@ import time
 from urllib.parse import parse_qs, urlsplit
 
 STAMP_SIZE = 64
+DEFAULT_STAMPS = (os.environ.get("AIVVM_CHUNKS") or "50,0.02").split(",")
 BULK_PIECE = ("Grüße, 世界! Ünïcödé ✓ " * 2000).encode()  # about 56 KB, multi-byte
 
 
@@ -57,7 +60,8 @@ class Handler(socketserver.StreamRequestHandler):
     def respond(self, q: dict[str, str]) -> bool:
         framing = q.get("framing", "chunked")
         if q.get("mode", "stamps") == "stamps":
-            count, interval = int(q.get("count", "50")), float(q.get("interval", "0.02"))
+            count = int(q.get("count", DEFAULT_STAMPS[0]))
+            interval = float(q.get("interval", DEFAULT_STAMPS[1]))
             total = count * STAMP_SIZE
             pieces = (stamp for _ in range(count))
         else:

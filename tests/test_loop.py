@@ -216,3 +216,27 @@ def test_draw_soon_skips_the_pace_once():
         assert view.draws == [0.0, 0.001]
     finally:
         loop.close()
+
+
+def test_draw_soon_during_a_draw_is_not_lost():
+    """The first text that arrives while the view is being drawn (showing the widget, say) is
+    drawn at the next pass, not a whole pace later."""
+    clock = FakeClock()
+    loop = RenderLoop(clock=clock, threaded=False)
+
+    class Showing(CountingView):
+        def draw(self, now: float) -> None:
+            if not self.draws:
+                self.grow()
+                loop.draw_soon(self)  # the reply's first text, arriving meanwhile
+            super().draw(now)
+
+    view = Showing(clock)
+    loop.add(view)
+    try:
+        loop.run_once()
+        clock.now = 0.002
+        loop.run_once()
+        assert view.draws == [0.0, 0.002]
+    finally:
+        loop.close()

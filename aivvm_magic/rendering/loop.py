@@ -64,6 +64,8 @@ class _Entry:
     context: contextvars.Context
     #: The earliest time of the next draw.
     next_due: float = 0.0
+    #: Draw at the next pass whatever the pace (:meth:`RenderLoop.draw_soon`).
+    soon: bool = False
     #: Set when someone waits for the next draw (:meth:`RenderLoop.draw_now`).
     waiters: list[threading.Event] = field(default_factory=list)
 
@@ -148,7 +150,7 @@ class RenderLoop:
             entry = self._entries.get(id(view))
             if entry is None:
                 return
-            entry.next_due = 0.0
+            entry.soon = True
         self._wake.set()
 
     def draw_now(self, view: LiveView, timeout: float = 5.0) -> bool:
@@ -166,7 +168,6 @@ class RenderLoop:
             if entry is None:
                 return False
             entry.waiters.append(done)
-            entry.next_due = 0.0
         self._wake.set()
         return done.wait(timeout)
 
@@ -182,11 +183,11 @@ class RenderLoop:
         wait: float | None = None
         for entry in entries:
             view = entry.view
-            if entry.waiters or (now >= entry.next_due and view.wants_draw(now)):
+            if entry.waiters or entry.soon or (now >= entry.next_due and view.wants_draw(now)):
                 self._draw(entry)
                 now = self.clock()
             poll = view.poll_interval()
-            if entry.waiters:
+            if entry.waiters or entry.soon:
                 poll = 0.0
             if poll is not None:
                 due = max(poll, entry.next_due - now)
@@ -195,7 +196,10 @@ class RenderLoop:
 
     def _draw(self, entry: _Entry) -> None:
         with self._lock:
+            # Taken now: a draw_now() or draw_soon() that comes while this draw runs asks for
+            # the next one.
             waiters, entry.waiters = entry.waiters, []
+            entry.soon = False
         began = self.clock()
         try:
             with self._drawing:
