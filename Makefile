@@ -11,6 +11,8 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 LOCK := constraints.txt
 # Build back-ends are pinned too: llama-cpp-python builds from source.
 INSTALL := $(PIP) install -c $(LOCK) --build-constraint $(LOCK)
+# The layer contracts of pyproject.toml ([tool.importlinter]): which module may import which.
+LINT_IMPORTS := $(VENV)/bin/lint-imports --no-cache
 
 .PHONY: demo test lint bench lock clean
 
@@ -36,6 +38,7 @@ demo: $(VENV)/.demo-installed
 # not apply to tests/.
 test: $(VENV)/.test-installed
 	$(PY) -m ruff check aivvm_magic tests bench notebooks/conftest.py
+	$(LINT_IMPORTS)
 	$(PY) -m pytest tests
 	$(PY) -m pytest --nbval --nbval-current-env \
 		--nbval-sanitize-with notebooks/nbval_sanitize.cfg notebooks/
@@ -43,6 +46,7 @@ test: $(VENV)/.test-installed
 lint: $(VENV)/.test-installed
 	$(PY) -m ruff check aivvm_magic tests bench notebooks/conftest.py
 	$(PY) -m ruff format --check aivvm_magic tests bench notebooks/conftest.py
+	$(LINT_IMPORTS)
 
 bench: $(VENV)/.test-installed
 	$(PY) bench/run_all.py
