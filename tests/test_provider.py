@@ -490,6 +490,8 @@ def test_fifty_concurrent_streams_through_the_reference_server():
 
 
 def test_provider_core_and_server_import_no_ipython():
+    # What importing really loads, which the import contracts (pyproject.toml) cannot see: the
+    # package's __init__, and what requests and urllib3 import in turn.
     code = (
         "import sys, aivvm_magic, aivvm_magic.providers, aivvm_magic.server, aivvm_magic.protocol\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('IPython', 'ipywidgets'))\n"

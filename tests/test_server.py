@@ -811,24 +811,9 @@ def test_cli_rejects_an_unknown_engine() -> None:
 # -- layering -------------------------------------------------------------------------------
 
 
-def test_server_imports_neither_ipython_nor_widgets() -> None:
-    code = (
-        "import aivvm_magic.server, sys; "
-        "assert not any(m.split('.')[0] in ('IPython', 'ipywidgets') for m in sys.modules), "
-        "sorted(m for m in sys.modules if m.startswith(('IPython', 'ipywidgets')))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=_subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 0, result.stderr
-
-
 def test_server_sources_import_only_the_protocol_from_the_package() -> None:
+    # An allow-list, so stricter than the import contracts: a module new to the package is
+    # out of the server's reach too.
     forbidden = ("IPython", "ipywidgets", "aivvm_magic.providers")
     for source in SERVER_DIR.glob("*.py"):
         tree = ast.parse(source.read_text(encoding="utf-8"))
