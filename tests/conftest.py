@@ -3,6 +3,9 @@ shared values: the canary key, and turns made to order."""
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
+
 import pytest
 from IPython.testing.globalipapp import start_ipython
 
@@ -69,3 +72,39 @@ def ip(shell, reference):
     shell.config.pop("AivvmMagics", None)
     for name in [n for n in shell.user_ns if n.startswith("aivvm_test_")]:
         del shell.user_ns[name]
+
+
+@pytest.fixture
+def unresponsive() -> Iterator[str]:
+    """A URL whose TCP connect hangs: a listener that never accepts, its backlog filled.
+
+    Linux queues ``backlog + 1`` connections a listener has not accepted and drops further
+    SYNs, so ``connect`` waits for a SYN-ACK that never comes, as with a firewalled host.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(16):
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            probe.settimeout(0.2)
+            try:
+                probe.connect(address)
+            except TimeoutError:
+                probe.close()
+                break
+            idle.append(probe)
+        else:
+            pytest.fail("could not fill the listen backlog: connects never hang here")
+        # The premise, checked on this machine: one more connect really hangs.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as check:
+            check.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                check.connect(address)
+        yield f"http://{address[0]}:{address[1]}"
+    finally:
+        for sock in idle:
+            sock.close()
+        listener.close()

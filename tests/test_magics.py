@@ -154,6 +154,19 @@ def test_rerunning_a_cell_replaces_its_turn_and_what_followed(ip, reference):
     assert [m["content"] for m in sent_messages(reference)] == ["one", "one", "two, edited"]
 
 
+def test_several_questions_from_one_cell_are_all_kept(ip):
+    loop = (
+        "for q in ['first', 'second', 'third']:\n    get_ipython().run_cell_magic('aivvm', '', q)"
+    )
+    conversation = magics_for(ip).chats.get("default")
+    assert ip.run_cell("%%aivvm\nbefore", cell_id="cell-0").success
+    assert ip.run_cell(loop, cell_id="loop-cell").success
+    assert [t.prompt for t in conversation.turns] == ["before", "first", "second", "third"]
+    # Running the cell again replaces all it asked, and keeps what came before it.
+    assert ip.run_cell(loop.replace("'third'", "'fourth'"), cell_id="loop-cell").success
+    assert [t.prompt for t in conversation.turns] == ["before", "first", "second", "fourth"]
+
+
 def test_named_chats_new_and_no_history(ip, reference):
     ip.run_cell_magic("aivvm", "-c alpha", "a1")
     ip.run_cell_magic("aivvm", "-c beta", "b1")
