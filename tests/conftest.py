@@ -1,5 +1,6 @@
-"""Shared fixtures (a real IPython shell with the extension loaded, and real servers) and
-shared values: the canary key, and turns made to order."""
+"""Shared fixtures (a real IPython shell with the extension loaded, real servers, a host that
+never answers, and a fake provider in this process) and shared values: the canary key, and
+turns made to order."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from IPython.testing.globalipapp import start_ipython
 
 from aivvm_magic.conversation import Turn
 from aivvm_magic.magics import magics_for
+from aivvm_magic.providers import PROVIDERS
 from aivvm_magic.server import start_server
+from tests.fakeprovider import FakeProvider
 from tests.faultserver import FaultServer
 
 CANARY = "sk-canary-5b1d0e7a93"
@@ -56,6 +59,15 @@ def reference():
 def fault():
     with FaultServer() as server:
         yield server
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> type[FakeProvider]:
+    """A fake provider in this process, known as "fake" for this test: scripted replies, no
+    HTTP (``TurnSettings(provider="fake")``, ``%config AivvmMagics.provider = "fake"``)."""
+    provider = FakeProvider.fresh()
+    monkeypatch.setitem(PROVIDERS, "fake", provider)
+    return provider
 
 
 @pytest.fixture
