@@ -1,4 +1,5 @@
-"""``%%aivvm`` and ``%aivvm`` in a real InteractiveShell against real servers on 127.0.0.1."""
+"""``%%aivvm`` and ``%aivvm`` in a real InteractiveShell against real servers on 127.0.0.1, and
+against the fake provider where what a cell records and sends is the subject, not HTTP."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from IPython.core.error import UsageError
 
 from aivvm_magic.conversation import Conversation
 from aivvm_magic.magics import AivvmError, first_code_block, magics_for
+from aivvm_magic.providers import IncompleteReply
 from tests.conftest import CANARY
-from tests.faultserver import Reply, Truncated, closed_port, server_error
+from tests.faultserver import Reply, closed_port, server_error
 
 
 def chat(ip, name="default") -> Conversation:
@@ -21,7 +23,16 @@ def chat(ip, name="default") -> Conversation:
 
 
 def sent_messages(server) -> list[dict]:
+    """The messages of the last request ``server`` (or the fake provider) was asked."""
     return server.requests[-1]["messages"]
+
+
+@pytest.fixture
+def fake_cells(ip, fake):
+    """Cells answered by the fake provider, in this process: for what a cell records and
+    sends, where HTTP is not the subject."""
+    ip.run_line_magic("config", 'AivvmMagics.provider = "fake"')
+    return fake
 
 
 # -- loading and options ----------------------------------------------------------------------
@@ -132,10 +143,10 @@ def test_environment_seeds_the_defaults(reference):
 # -- memory across cells ----------------------------------------------------------------------
 
 
-def test_each_cell_sends_the_conversation_so_far(ip, reference):
+def test_each_cell_sends_the_conversation_so_far(ip, fake_cells):
     ip.run_cell_magic("aivvm", "", "first question")
     ip.run_cell_magic("aivvm", "", "second question")
-    assert sent_messages(reference) == [
+    assert sent_messages(fake_cells) == [
         {"role": "user", "content": "first question"},
         {"role": "assistant", "content": "first question"},
         {"role": "user", "content": "second question"},
@@ -145,15 +156,16 @@ def test_each_cell_sends_the_conversation_so_far(ip, reference):
     assert all(t.complete and t.source == "cell" and t.model == "gpt-3.5-turbo" for t in turns)
 
 
-def test_rerunning_a_cell_replaces_its_turn_and_what_followed(ip, reference):
+def test_rerunning_a_cell_replaces_its_turn_and_what_followed(ip, fake_cells):
     ip.run_cell("%%aivvm\none", cell_id="cell-1")
     ip.run_cell("%%aivvm\ntwo", cell_id="cell-2")
     ip.run_cell("%%aivvm\nthree", cell_id="cell-3")
     ip.run_cell("%%aivvm\ntwo, edited", cell_id="cell-2")
     assert [t.prompt for t in chat(ip).turns] == ["one", "two, edited"]
-    assert [m["content"] for m in sent_messages(reference)] == ["one", "one", "two, edited"]
+    assert [m["content"] for m in sent_messages(fake_cells)] == ["one", "one", "two, edited"]
 
 
+@pytest.mark.usefixtures("fake_cells")
 def test_several_questions_from_one_cell_are_all_kept(ip):
     loop = (
         "for q in ['first', 'second', 'third']:\n    get_ipython().run_cell_magic('aivvm', '', q)"
@@ -167,16 +179,16 @@ def test_several_questions_from_one_cell_are_all_kept(ip):
     assert [t.prompt for t in conversation.turns] == ["before", "first", "second", "fourth"]
 
 
-def test_named_chats_new_and_no_history(ip, reference):
+def test_named_chats_new_and_no_history(ip, fake_cells):
     ip.run_cell_magic("aivvm", "-c alpha", "a1")
     ip.run_cell_magic("aivvm", "-c beta", "b1")
     ip.run_cell_magic("aivvm", "-c alpha", "a2")
-    assert [m["content"] for m in sent_messages(reference)] == ["a1", "a1", "a2"]
+    assert [m["content"] for m in sent_messages(fake_cells)] == ["a1", "a1", "a2"]
     ip.run_cell_magic("aivvm", "-c alpha --no-history", "one-off")
-    assert sent_messages(reference) == [{"role": "user", "content": "one-off"}]
+    assert sent_messages(fake_cells) == [{"role": "user", "content": "one-off"}]
     assert len(chat(ip, "alpha")) == 2
     ip.run_cell_magic("aivvm", "-c alpha --new", "fresh")
-    assert sent_messages(reference) == [{"role": "user", "content": "fresh"}]
+    assert sent_messages(fake_cells) == [{"role": "user", "content": "fresh"}]
     assert [t.prompt for t in chat(ip, "alpha").turns] == ["fresh"]
     assert [t.prompt for t in chat(ip, "beta").turns] == ["b1"]
 
@@ -194,11 +206,11 @@ def test_history_is_trimmed_to_the_context_oldest_first(ip, reference):
     assert len(chat(ip)) == 4  # trimming what is sent never deletes history
 
 
-def test_history_limit_traitlet(ip, reference):
+def test_history_limit_traitlet(ip, fake_cells):
     magics_for(ip).history_limit = 1
     for word in ("a", "b", "c"):
         ip.run_cell_magic("aivvm", "", word)
-    assert [m["content"] for m in sent_messages(reference)] == ["b", "b", "c"]
+    assert [m["content"] for m in sent_messages(fake_cells)] == ["b", "b", "c"]
 
 
 # -- interpolation ----------------------------------------------------------------------------
@@ -255,10 +267,11 @@ def test_http_error_fails_the_cell_with_a_short_message_and_records_nothing(ip, 
     assert [t.prompt for t in chat(ip).turns] == ["kept"]
 
 
-def test_truncated_reply_is_kept_as_a_marked_partial_turn(ip, fault, capsys):
-    fault.enqueue(Truncated(chunks=[b"half ", b"of it"], after=5, framing="chunked"))
+def test_truncated_reply_is_kept_as_a_marked_partial_turn(ip, fake_cells, capsys):
+    cut = IncompleteReply("the connection closed before the end of the reply", "")
+    fake_cells.script("half ", error=cut)
     with pytest.raises(AivvmError, match="cut short"):
-        ip.run_cell_magic("aivvm", f"--base-url {fault.url} -o aivvm_test_p", "go")
+        ip.run_cell_magic("aivvm", "-o aivvm_test_p", "go")
     (turn,) = chat(ip).turns
     assert (turn.reply, turn.complete) == ("half ", False)
     assert "cut short" in turn.error
@@ -266,8 +279,8 @@ def test_truncated_reply_is_kept_as_a_marked_partial_turn(ip, fault, capsys):
     out = capsys.readouterr().out
     assert "half " in out and "incomplete" in out
     # The next cell works and sees the partial turn.
-    ip.run_cell_magic("aivvm", f"--base-url {fault.url}", "next")
-    assert [m["content"] for m in fault.requests[-1].json["messages"]] == ["go", "half ", "next"]
+    ip.run_cell_magic("aivvm", "", "next")
+    assert [m["content"] for m in sent_messages(fake_cells)] == ["go", "half ", "next"]
 
 
 def test_connection_refused_in_a_cell(ip):
