@@ -20,6 +20,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import display_cost  # noqa: E402
+import first_words  # noqa: E402
 import memory  # noqa: E402
 import startup  # noqa: E402
 import streaming  # noqa: E402
@@ -28,6 +29,7 @@ TARGETS = """\
 | benchmark | target |
 | --- | --- |
 | first-chunk delay | provider within 2 ms of the raw socket at p50, every framing |
+| first words | server write to the iopub message with the text: p50 ≤ 5 ms, p99 ≤ 20 ms |
 | throughput | provider at least 0.8 of the raw socket |
 | display cost | at most 25 updates in any second; bytes within a small factor of reply × \
 updates; wall within 10% of the provider alone |
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
             if quick
             else []
         ),
+        first_words.main(["--runs", "5" if quick else "15"]),
         startup.main(["--runs", "2" if quick else "5"]),
         memory.main(["--reply-mb", "1", "--turns", "1000"] if quick else []),
     ]
