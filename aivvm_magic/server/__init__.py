@@ -23,6 +23,12 @@ In [2]: with start_server(delay=0.05) as srv:
 http://127.0.0.1:41235
 
 From a shell: ``python -m aivvm_magic.server --port 8000``.
+
+Two modes. ``strict``, the default, checks every request against the protocol and answers a
+client's mistake with a 400 that says what it is; it also speaks OpenAI's API under ``/v1``.
+``chatbot-ui`` answers as a deployed chatbot-ui server does (:mod:`.chatbot_ui_api`): nothing
+checked, every failure a 500 with the reason in its status line, replies capped at 1,000
+tokens. ``start_server(mode="chatbot-ui")``, or ``--mode chatbot-ui`` on the command line.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from typing import Any
 
 from .aivvm_api import BadRequest, parse_chat_request
 from .chat_api import ChatAPI, redact_body
+from .chatbot_ui_api import ChatbotUIAPI
 from .engine_base import ChatRequest, Engine
 from .engines import ENGINES, EchoEngine, make_engine, register_engine
 from .handler import ChatRequestHandler, ChatServer, ServerStats
@@ -48,8 +55,10 @@ __all__ = [
     "ChatRequest",
     "ChatRequestHandler",
     "ChatServer",
+    "ChatbotUIAPI",
     "EchoEngine",
     "Engine",
+    "MODES",
     "ServerHandle",
     "ServerStats",
     "make_engine",
@@ -62,6 +71,19 @@ __all__ = [
 # How often the serving loop checks for shutdown; small, so close() returns promptly.
 _POLL_INTERVAL = 0.05
 
+#: The server's modes: ``strict`` (the Aivvm API with every request checked, and OpenAI's
+#: under ``/v1``) and ``chatbot-ui`` (a deployed chatbot-ui server, as a client sees it).
+MODES = ("strict", "chatbot-ui")
+
+
+def _apis(mode: str) -> list[ChatAPI] | None:
+    """The chat APIs a server in ``mode`` speaks (None: the plumbing's default, strict)."""
+    if mode == "strict":
+        return None
+    if mode == "chatbot-ui":
+        return [ChatbotUIAPI()]
+    raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+
 
 class ServerHandle:
     """A running reference server: its address, engine and what it has seen.
@@ -69,8 +91,12 @@ class ServerHandle:
     Returned by :func:`start_server`. ``close()`` stops it; so does leaving a ``with`` block.
     """
 
-    def __init__(self, server: ChatServer, thread: threading.Thread, owns_engine: bool) -> None:
+    def __init__(
+        self, server: ChatServer, thread: threading.Thread, owns_engine: bool, mode: str = "strict"
+    ) -> None:
         self._server = server
+        #: How the server answers: ``strict`` or ``chatbot-ui`` (see :data:`MODES`).
+        self.mode = mode
         self._thread = thread
         self._owns_engine = owns_engine
         self._close_lock = threading.Lock()
@@ -146,7 +172,8 @@ class ServerHandle:
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
-        return f"<ServerHandle url={self.url!r} engine={self.engine.name!r}{state}>"
+        mode = f" mode={self.mode!r}" if self.mode != "strict" else ""
+        return f"<ServerHandle url={self.url!r} engine={self.engine.name!r}{mode}{state}>"
 
 
 def _accepts(factory: Callable[..., Any], option: str) -> bool:
@@ -169,6 +196,7 @@ def start_server(
     delay: float = 0.0,
     api_key: str | None = None,
     log: Callable[[str], None] | None = None,
+    mode: str = "strict",
     **engine_options: Any,
 ) -> ServerHandle:
     """Start a reference server on a daemon thread; return once it is listening.
@@ -179,8 +207,11 @@ def start_server(
     handle's ``url`` has the real one. With ``api_key`` set, a chat request whose ``key``
     differs is answered 401; without it any key is accepted. ``log``, if given, receives one
     line per request (method, path, status) and one per engine or internal error; bodies and
-    keys are never logged.
+    keys are never logged. ``mode`` is ``strict`` or ``chatbot-ui`` (:data:`MODES`); in
+    ``chatbot-ui`` mode a wrong ``api_key`` is that mode's 500, and an empty key is the
+    server's own, as a deployment takes it.
     """
+    apis = _apis(mode)
     if isinstance(engine, Engine):
         if engine_options or delay:
             raise ValueError("delay and engine options apply only when an engine is named")
@@ -195,7 +226,7 @@ def start_server(
         instance, owns_engine = make_engine(engine, **options), True
 
     try:
-        server = ChatServer((host, port), instance, api_key=api_key, log=log)
+        server = ChatServer((host, port), instance, api_key=api_key, log=log, apis=apis)
     except BaseException:
         if owns_engine:
             instance.close()
@@ -209,4 +240,4 @@ def start_server(
         daemon=True,
     )
     thread.start()
-    return ServerHandle(server, thread, owns_engine)
+    return ServerHandle(server, thread, owns_engine, mode)

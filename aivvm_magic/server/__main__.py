@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from . import ENGINES, start_server
+from . import ENGINES, MODES, start_server
 
 
 def _log(line: str) -> None:
@@ -47,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="echo",
         help=f"engine that writes the replies (registered: {', '.join(sorted(ENGINES))}; "
         "default: %(default)s)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="strict",
+        help="strict: every request checked, mistakes answered 400 with the reason, OpenAI's "
+        "API under /v1; chatbot-ui: answers as a deployed chatbot-ui server does (no checks, "
+        "500 for every failure, replies capped at 1,000 tokens) (default: %(default)s)",
     )
     parser.add_argument(
         "--delay",
@@ -98,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 port=args.port,
                 delay=args.delay,
                 log=_log,
+                mode=args.mode,
                 **options,
             )
         except (ValueError, TypeError, OSError, ImportError) as error:
@@ -107,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1 if isinstance(error, (OSError, ImportError)) else 2
         with handle:
             print(f"Serving the Aivvm API on {handle.url}", flush=True)
+            if args.mode != "strict":
+                _log(f"mode: {args.mode}")
             # A timed wait, so the signal handler gets to run promptly on every platform.
             while not stop.wait(0.2):
                 pass

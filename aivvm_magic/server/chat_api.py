@@ -148,7 +148,7 @@ class ChatAPI(ABC):
             self.note_accepted(record, call.request)
 
         def refuse() -> None:
-            self.refuse(exchange, HTTPStatus.INTERNAL_SERVER_ERROR, self.engine_failure)
+            self.engine_failed(exchange)
 
         reply = (
             StreamedReply(exchange, call.framing, refuse)
@@ -156,6 +156,11 @@ class ChatAPI(ABC):
             else GatheredReply(exchange, call.document, refuse)
         )
         run_engine(exchange, call.request, reply)
+
+    def engine_failed(self, exchange: Exchange) -> None:
+        """Answer an engine that failed before its reply began: by default a 500 with
+        :attr:`engine_failure`, in this API's format."""
+        self.refuse(exchange, HTTPStatus.INTERNAL_SERVER_ERROR, self.engine_failure)
 
     def record(self, exchange: Exchange, body: dict[str, Any]) -> dict[str, Any]:
         """What ``server.requests`` keeps of a chat body: by default the body, key redacted."""

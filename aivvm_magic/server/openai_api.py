@@ -48,6 +48,7 @@ from .exchange import Exchange
 
 __all__ = [
     "COMPLETIONS_PATH",
+    "INCORRECT_KEY",
     "MODELS_PATH",
     "OWNED_BY",
     "PREFIX",
@@ -67,6 +68,10 @@ MODELS_PATH = "/v1/models"
 
 #: The ``owned_by`` of every model in ``/v1/models``.
 OWNED_BY = "aivvm-magic"
+
+#: What a wrong key is told. Never the key itself, nor a part of it: the answer may end up
+#: in a log (a chatbot-ui server in front of this API puts it in its status line).
+INCORRECT_KEY = "Incorrect API key provided."
 
 _SYSTEM_ROLES = ("system", "developer")
 _ROLES = ("system", "developer", "user", "assistant")
@@ -451,8 +456,7 @@ class OpenAIAPI(ChatAPI):
                 "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
             )
         else:
-            # Never the key itself, nor a part of it: the answer may end up in a log.
-            message = "Incorrect API key provided."
+            message = INCORRECT_KEY
         self._send_error(
             exchange,
             OpenAIError(message, HTTPStatus.UNAUTHORIZED, code="invalid_api_key"),
