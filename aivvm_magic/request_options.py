@@ -41,6 +41,9 @@ class RequestOptions:
     backoff: float = 0.5
     #: The longest wait before a retry, a server's ``Retry-After`` included (longer: give up).
     max_retry_wait: float = 20.0
+    #: Seconds from the first attempt within which a retry may start (later: give up), so a
+    #: failing request is reported within this long however its waits add up.
+    retry_budget: float = 30.0
 
     def override(self, **changes: float | None) -> RequestOptions:
         """These options with each of ``changes`` that is not None."""

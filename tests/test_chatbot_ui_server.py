@@ -22,20 +22,18 @@ from aivvm_magic.protocol import DEFAULT_SYSTEM_MESSAGE, REPLY_TOKEN_CAP
 from aivvm_magic.server import MODES, ServerHandle, start_server
 from aivvm_magic.server.__main__ import build_parser
 from aivvm_magic.server.chatbot_ui_api import reason_phrase
+from tests.chatbotkit import KEY, serve_deployment
 from tests.serverkit import FailingEngine, decode_chunked, raw_exchange, split_response
 
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY = "sk-chatbot-ui-right-4e2a"
 TEXT = "text/plain;charset=UTF-8"
 
 
 @pytest.fixture(scope="module")
 def deployment() -> Iterator[ServerHandle]:
-    """A reference server in chatbot-ui mode whose upstream takes only ``KEY``."""
-    with start_server(mode="chatbot-ui", api_key=KEY) as server:
-        yield server
+    yield from serve_deployment()
 
 
 class Answer:

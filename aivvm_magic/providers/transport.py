@@ -4,7 +4,9 @@ Everything here is about getting bytes off the wire safely; what the bytes mean 
 provider's business. The rules it enforces:
 
 * a POST is retried only before any byte of its reply has arrived (connection errors, 408,
-  429 and 5xx), with exponential backoff and jitter, honouring ``Retry-After`` up to a cap;
+  429 and 5xx, but not a 500 relaying an upstream's refusal: :mod:`.answers`), with
+  exponential backoff and jitter, honouring ``Retry-After`` up to a cap, and never beyond a
+  budget of seconds from the first attempt;
 * redirects are followed only within the same origin, so a request body that carries an API key
   is never sent to another host;
 * each network read is handed on at once, whatever the framing (chunked, Content-Length, or
@@ -18,12 +20,10 @@ import email.utils
 import http.client
 import json
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from html import unescape
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -34,6 +34,8 @@ from requests.adapters import HTTPAdapter
 from ..reply_buffer import ReplyBuffer
 from ..request_options import PROBE_TIMEOUT, RequestOptions
 from ..secret_types import SecretBytes
+from .answers import RETRY_STATUSES as RETRY_STATUSES
+from .answers import error_reason, retryable, short_reason
 from .decoding import TextDecoder
 from .errors import (
     APIError,
@@ -45,7 +47,6 @@ from .errors import (
 )
 from .reply import StreamControl, StreamingReply
 
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
 #: Largest read handed on at once; reads return as soon as any bytes are there.
@@ -77,16 +78,24 @@ class RetryPolicy:
     retries: int
     backoff: float
     max_wait: float
+    #: Seconds from the first attempt within which a retry may start: however the waits add
+    #: up, a request that keeps failing is reported by then (plus its last attempt).
+    budget: float = RequestOptions.retry_budget
 
-    def delay(self, attempt: int, retry_after: float | None) -> float | None:
-        """Seconds to sleep before retry ``attempt`` (1-based), or None to give up."""
+    def delay(self, attempt: int, retry_after: float | None, elapsed: float = 0.0) -> float | None:
+        """Seconds to sleep before retry ``attempt`` (1-based), ``elapsed`` seconds after the
+        first attempt began, or None to give up."""
         if attempt > self.retries:
             return None
         if retry_after is not None:
-            return retry_after if retry_after <= self.max_wait else None
-        # Full jitter around the exponential step keeps many clients from retrying in step.
-        step = min(self.max_wait, self.backoff * 2 ** (attempt - 1))
-        return random.uniform(step / 2, step)
+            wait = retry_after if retry_after <= self.max_wait else None
+        else:
+            # Full jitter around the exponential step keeps many clients from retrying in step.
+            step = min(self.max_wait, self.backoff * 2 ** (attempt - 1))
+            wait = random.uniform(step / 2, step)
+        if wait is None or elapsed + wait > self.budget:
+            return None
+        return wait
 
 
 _local = threading.local()
@@ -138,37 +147,6 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-_TAGS = re.compile(r"<[^>]+>")
-
-
-def short_reason(body: bytes, content_type: str = "", limit: int = 200) -> str:
-    """A one-line reason from an error body: JSON ``error``/``message``, HTML title, or text."""
-    text = body.decode("utf-8", errors="replace").strip()
-    if not text:
-        return ""
-    if "json" in content_type or text[:1] in "{[":
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
-        if isinstance(data, dict):
-            error = data.get("error", data.get("message", data.get("detail")))
-            if isinstance(error, dict):
-                error = error.get("message") or error.get("type")
-            if isinstance(error, str) and error:
-                text = error
-    if "<" in text and (
-        "html" in content_type
-        or text.lstrip().lower().startswith("<!doctype")
-        or "<html" in text[:200].lower()
-    ):
-        title = _TITLE.search(text)
-        text = unescape(title.group(1)) if title else unescape(_TAGS.sub(" ", text))
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _describe_connect_error(exc: BaseException) -> str:
@@ -225,6 +203,7 @@ def open_stream(
     attempt = 0
     redirects = 0
     target = url
+    started = time.monotonic()
     while True:
         reason: str
         retry_after: float | None = None
@@ -274,11 +253,8 @@ def open_stream(
             finally:
                 response.close()
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            reason_text = redact(
-                short_reason(data, response.headers.get("Content-Type", "")), secret
-            )
-            error = APIError(status, reason_text, target, retry_after)
-            if status not in RETRY_STATUSES:
+            error = _api_error(response, data, target, secret, retry_after)
+            if not retryable(status, response.reason):
                 raise error
             reason = f"HTTP {status}"
         if isinstance(error, ReplyTimeout):
@@ -286,12 +262,26 @@ def open_stream(
             # __context__: requests' own exception holds the request, and its body the key.
             raise error
         attempt += 1
-        wait = retry.delay(attempt, retry_after)
+        wait = retry.delay(attempt, retry_after, time.monotonic() - started)
         if wait is None:
             raise error
         if on_retry is not None:
             on_retry(attempt, wait, reason)
         time.sleep(wait)
+
+
+def _api_error(
+    response: requests.Response,
+    data: bytes,
+    url: str,
+    secret: str | None,
+    retry_after: float | None = None,
+) -> APIError:
+    """The :class:`APIError` of a non-2xx ``response`` whose body began with ``data``: the
+    reason from its status line or its body, the key blanked out of both."""
+    body_reason = short_reason(data, response.headers.get("Content-Type", ""))
+    reason = error_reason(response.status_code, response.reason, body_reason)
+    return APIError(response.status_code, redact(reason, secret), url, retry_after)
 
 
 def iter_body(response: requests.Response, url: str, read_timeout: float) -> Iterator[bytes]:
@@ -356,7 +346,9 @@ def post_reply(
     body = SecretBytes(json.dumps(payload, ensure_ascii=False).encode("utf-8"))
     control = StreamControl()
     timeouts = Timeouts(options.connect_timeout, options.read_timeout)
-    retry = RetryPolicy(options.retries, options.backoff, options.max_retry_wait)
+    retry = RetryPolicy(
+        options.retries, options.backoff, options.max_retry_wait, options.retry_budget
+    )
 
     def respond() -> requests.Response:
         return open_stream(
@@ -450,10 +442,7 @@ def get_json(
         raise failure
     with response:
         if not 200 <= response.status_code < 300:
-            reason = short_reason(
-                response.content[:ERROR_BODY_LIMIT], response.headers.get("Content-Type", "")
-            )
-            raise APIError(response.status_code, redact(reason, secret), url)
+            raise _api_error(response, response.content[:ERROR_BODY_LIMIT], url, secret)
         try:
             return response.json()
         except ValueError:
