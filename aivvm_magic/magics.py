@@ -146,10 +146,6 @@ class AivvmMagics(Magics, Settings):
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
         provider_name = args.provider or self.provider
-        try:
-            model = get_provider(provider_name).validate_model(args.model or self.model)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
         temperature = self.temperature if args.temperature is None else args.temperature
         if not 0.0 <= temperature <= 2.0:
             raise UsageError(f"Temperature must be between 0 and 2, not {temperature:g}")
@@ -161,6 +157,13 @@ class AivvmMagics(Magics, Settings):
         if not args.no_interpolate:
             prompt = interpolate(prompt, self.shell.user_ns)
         base_url, target = self.target(args.base_url, provider_name)
+        try:
+            # An id outside the table may be one the server lists; it is asked then.
+            model = get_provider(provider_name).validate_model(
+                args.model or self.model, base_url, self.key_for(provider_name)
+            )
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         settings = self.settings(
             model=model,
             temperature=temperature,

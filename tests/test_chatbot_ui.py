@@ -12,16 +12,26 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from IPython.core.error import UsageError
 
 from aivvm_magic.errors import AivvmError
 from aivvm_magic.magics import magics_for
+from aivvm_magic.protocol import SERVER_MODELS, models
 from aivvm_magic.providers import Aivvm, APIError
 from aivvm_magic.providers.answers import error_reason, retryable, server_message
 from aivvm_magic.providers.transport import RetryPolicy
-from aivvm_magic.server import ServerHandle
+from aivvm_magic.server import ServerHandle, start_server
 from tests.chatbotkit import KEY, relayed, serve_deployment
 from tests.conftest import CANARY
-from tests.faultserver import FaultServer, Raw, Reply, json_error, rate_limited, server_error
+from tests.faultserver import (
+    FaultServer,
+    Raw,
+    Reply,
+    closed_port,
+    json_error,
+    rate_limited,
+    server_error,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -211,3 +221,111 @@ def test_a_bad_temperature_in_the_panel_says_what_the_server_said(ip, deployment
         assert panel.last_outcome is not None and panel.last_outcome.turn is None
     finally:
         panel.close()
+
+
+# -- 3. the models, and whose list they are ------------------------------------------------------
+
+
+def test_models_are_asked_for_once_by_post_with_the_key():
+    log: list[str] = []
+    with start_server(mode="chatbot-ui", api_key=KEY, log=log.append) as server:
+        found = Aivvm.list_models(server.url, key=KEY)
+        assert Aivvm.check(server.url) is True
+    Aivvm.working = False
+    assert not found.builtin and found.reason == ""
+    assert found == [
+        {"id": "gpt-3.5-turbo", "name": "GPT-3.5"},
+        {"id": "gpt-35-turbo", "name": "GPT-3.5"},
+        {"id": "gpt-4", "name": "GPT-4"},
+        {"id": "gpt-4-32k", "name": "GPT-4-32K"},
+    ]
+    # No GET first (a 500, and a stack trace in a real deployment's log).
+    assert log == ["POST /api/models 200", "POST /api/models 200"]
+
+
+def test_a_list_the_server_would_not_give_is_the_built_in_one_and_says_why(deployment):
+    found = Aivvm.list_models(deployment.url, key="sk-wrong")
+    assert found.builtin and found == [dict(m) for m in models.values()]
+    assert found.reason == f"HTTP 500 from {deployment.url}/api/models: {WRONG_KEY}"
+
+
+def test_an_upstream_that_is_down_gives_the_built_in_list_and_says_why(fault: FaultServer):
+    fault.enqueue(server_error())
+    found = Aivvm.list_models(fault.url)
+    assert found.builtin and found.reason == f"HTTP 500 from {fault.url}/api/models: Error"
+    assert len(fault.requests) == 1 and fault.requests[0].method == "POST"
+
+
+def test_aivvm_models_says_when_the_list_is_the_built_in_one(ip, deployment, capsys):
+    magics = magics_for(ip)
+    magics.base_url = deployment.url
+    magics.api_key = "sk-wrong"
+    ip.run_line_magic("aivvm", "models")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == [
+        f"{deployment.url} did not list its models: "
+        f"HTTP 500 from {deployment.url}/api/models: {WRONG_KEY}",
+        "The built-in table:",
+    ]
+    assert [line.split()[0] for line in lines[2:]] == list(models)
+    magics.api_key = KEY
+    ip.run_line_magic("aivvm", "models")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"Models at {deployment.url}:"
+    assert [line.split()[0] for line in lines[1:]] == list(SERVER_MODELS)
+
+
+def test_the_panel_says_when_its_model_list_is_the_built_in_one(ip, deployment):
+    from aivvm_magic import ChatPanel
+
+    magics = magics_for(ip)
+    magics.base_url = deployment.url
+    magics.api_key = "sk-wrong"
+    panel = ChatPanel("panelmodels", magics=magics)
+    try:
+        assert panel.models_loaded.result(timeout=10) == list(models)
+        status = html.unescape(panel.status.value)
+        assert f"built-in model list: HTTP 500 from {deployment.url}/api/models" in status
+        assert WRONG_KEY in status and "⚠" in status
+    finally:
+        panel.close()
+
+
+# -- 5. the ids the server lists are models too ---------------------------------------------------
+
+
+def test_an_id_the_server_lists_is_sent_as_the_server_names_it():
+    log: list[str] = []
+    with start_server(mode="chatbot-ui", log=log.append) as server:
+        for _ in range(2):
+            reply = Aivvm.create_completion("gpt-35-turbo", HELLO, False, base_url=server.url)
+            assert reply == "Hello there"
+        assert server.requests[-1]["model"] == {"id": "gpt-35-turbo", "name": "GPT-3.5"}
+    # The list was asked for once; the second request knew the id.
+    assert log == ["POST /api/models 200", "POST /api/chat 200", "POST /api/chat 200"]
+
+
+def test_an_id_nobody_knows_is_a_value_error_naming_every_id(deployment):
+    with pytest.raises(ValueError) as info:
+        Aivvm.create_completion("gpt-9", HELLO, True, base_url=deployment.url)
+    message = str(info.value)
+    assert message.startswith("Model 'gpt-9' is not supported by Aivvm; choose one of: ")
+    assert all(model_id in message for model_id in models)
+    assert message.endswith(f", or one {deployment.url} lists: gpt-35-turbo")
+
+
+def test_an_id_outside_the_table_where_the_server_cannot_list_says_why(reference):
+    # The strict reference server lists the table only.
+    with pytest.raises(ValueError, match="gpt-35-turbo"):
+        Aivvm.validate_model("gpt-35-turbo", reference.url)
+    with pytest.raises(ValueError) as info:
+        Aivvm.validate_model("gpt-35-turbo", closed_port())
+    assert "Could not connect to" in str(info.value)
+
+
+def test_a_cell_takes_an_id_the_server_lists(ip, deployment, capsys):
+    ip.run_cell_magic("aivvm", f"-m gpt-35-turbo -c azure --base-url {deployment.url}", "Hi")
+    assert capsys.readouterr().out == "Hi\n"
+    assert magics_for(ip).chats.get("azure").turns[-1].model == "gpt-35-turbo"
+    with pytest.raises(UsageError, match="'gpt-9' is not supported"):
+        ip.run_cell_magic("aivvm", f"-m gpt-9 --base-url {deployment.url}", "Hi")

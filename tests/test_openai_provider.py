@@ -238,8 +238,7 @@ def test_check_asks_with_the_key_from_the_environment(fault, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", CANARY)
     json_reply = {"headers": {"Content-Type": "application/json"}}
     fault.enqueue(
-        Reply(405, b"Method not allowed"),  # Aivvm's GET; its POST carries the key
-        Reply(200, b"[]", **json_reply),
+        Reply(200, b"[]", **json_reply),  # Aivvm's POST carries the key
         Reply(200, b'{"data": []}', **json_reply),
     )
     try:
@@ -247,8 +246,8 @@ def test_check_asks_with_the_key_from_the_environment(fault, monkeypatch):
         assert OpenAICompatible.check(fault.url) is True
     finally:
         get_provider("aivvm").working = OpenAICompatible.working = False
-    assert fault.requests[1].json == {"key": CANARY}
-    assert fault.requests[2].headers["authorization"] == f"Bearer {CANARY}"
+    assert fault.requests[0].json == {"key": CANARY}
+    assert fault.requests[1].headers["authorization"] == f"Bearer {CANARY}"
 
 
 def test_the_magic_switches_providers_within_one_conversation(ip, reference):

@@ -37,7 +37,12 @@ def models(magics: Any, args: Any) -> None:
     base_url, target = magics.target(provider=magics.provider)
     provider = get_provider(magics.provider)
     found = provider.list_models(base_url, key=str(magics.key_for(magics.provider)))
-    print(f"Models at {target}:")
+    if found.builtin:
+        # Not what the server offers: say so, and why it did not say.
+        print(f"{target} did not list its models: {found.reason}")
+        print("The built-in table:" if found else "No built-in table either.")
+    else:
+        print(f"Models at {target}:")
     for model in found:
         extra = f"  ({model['served_by']})" if model.get("served_by") else ""
         print(f"  {model['id']:<24} {model.get('name', '')}{extra}")

@@ -211,8 +211,8 @@ class ChatPanel(PanelLayout):
     def refresh_models(self) -> list[str]:
         """Fill the model list from the server's model listing; return the model ids.
 
-        Falls back to the built-in table when the server cannot say. The panel calls this
-        once, in the background, when it is built.
+        Falls back to the built-in table when the server cannot say, and the status line says
+        so, and why. The panel calls this once, in the background, when it is built.
         """
         settings = self._settings
         base_url, self._view.target = self._session.target()
@@ -220,6 +220,8 @@ class ChatPanel(PanelLayout):
         found = get_provider(provider).list_models(base_url, key=str(settings.key_for(provider)))
         ids = [m["id"] for m in found if isinstance(m.get("id"), str)]
         self._view.models_found(ids)
+        if found.builtin:
+            self._say(f"built-in model list: {found.reason}", warn=True)
         self._loop.draw_now(self._view)
         return ids
 

@@ -16,7 +16,7 @@ from .errors import (
     RedirectRefused,
     ReplyTimeout,
 )
-from .http_chat import HTTPChatProvider
+from .http_chat import HTTPChatProvider, ModelList
 from .openai import OpenAICompatible, StreamError
 from .reply import StreamingReply
 
@@ -29,6 +29,7 @@ __all__ = [
     "HTTPChatProvider",
     "IncompleteReply",
     "Messages",
+    "ModelList",
     "OpenAICompatible",
     "PROVIDERS",
     "ProviderError",

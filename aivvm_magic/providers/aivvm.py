@@ -48,12 +48,48 @@ class Aivvm(HTTPChatProvider):
     key_env: ClassVar[str] = "AIVVM_API_KEY"
     chat_path: ClassVar[str] = protocol.CHAT_PATH
     models_path: ClassVar[str] = protocol.MODELS_PATH
-    models_methods: ClassVar[tuple[str, ...]] = ("GET", "POST")
+    # A chatbot-ui server answers only POST, with the key in the body (a GET is its 500).
+    models_method: ClassVar[str] = "POST"
+
+    # The models each server listed, by origin: ids it serves beyond the table (Azure's
+    # "gpt-35-turbo", a deployment's own names), with their names.
+    _listed: ClassVar[dict[str, dict[str, str]]] = {}
 
     @classmethod
-    def validate_model(cls, model: str) -> str:
-        """The table id for ``model`` (empty: ``gpt-3.5-turbo``); ValueError naming the ids."""
-        return protocol.resolve_model(model)["id"]
+    def validate_model(cls, model: str, base_url: str | None = None, key: str | None = None) -> str:
+        """The id to send for ``model`` (empty: ``gpt-3.5-turbo``): see :meth:`model_object`."""
+        return cls.model_object(model, base_url, key)["id"]
+
+    @classmethod
+    def model_object(
+        cls, model: str, base_url: str | None = None, key: str | None = None
+    ) -> protocol.ModelInfo:
+        """The request's ``model`` object for ``model``: a table id's, else that of an id the
+        server at ``base_url`` lists (asked now, unless it listed it before); a ValueError that
+        names the ids there are otherwise."""
+        try:
+            info = protocol.resolve_model(model)
+            return {"id": info["id"], "name": info["name"]}
+        except ValueError as error:
+            unknown = str(error)
+        origin = cls.base_url(base_url)
+        found = None
+        if model not in cls._listed.get(origin, {}):
+            found = cls.list_models(origin, key)
+        listed = cls._listed.get(origin, {})
+        if model in listed:
+            return {"id": model, "name": listed[model]}
+        if found is not None and found.builtin:
+            raise ValueError(f"{unknown} ({found.reason})")
+        others = [model_id for model_id in listed if model_id not in models]
+        if others:
+            raise ValueError(f"{unknown}, or one {origin} lists: {', '.join(others)}")
+        raise ValueError(unknown)
+
+    @classmethod
+    def models_listed(cls, origin: str, found: list[dict[str, Any]]) -> None:
+        """Remember the ids ``origin`` lists, so that they are taken as models there."""
+        cls._listed[origin] = {m["id"]: str(m.get("name") or m["id"]) for m in found}
 
     @classmethod
     def max_input_chars(cls, model: str) -> int:
@@ -69,10 +105,11 @@ class Aivvm(HTTPChatProvider):
         system_message: str,
         temperature: float,
         secret: SecretStr,
+        origin: str,
     ) -> dict[str, Any]:
         """The five fields of ``POST /api/chat``; the key travels in the body."""
         return {
-            "model": protocol.resolve_model(model),
+            "model": cls.model_object(model, origin, secret),
             "messages": [wire_message(m) for m in messages],
             "key": secret,
             "prompt": system_message,
@@ -92,9 +129,9 @@ class Aivvm(HTTPChatProvider):
         }
 
     @classmethod
-    def models_payload(cls, method: str, secret: SecretStr) -> dict[str, Any] | None:
-        """chatbot-ui answers ``POST {"key": ...}`` as well as ``GET``."""
-        return {"key": secret} if method == "POST" else None
+    def models_payload(cls, secret: SecretStr) -> dict[str, Any]:
+        """``{"key": ...}``, as chatbot-ui's browser UI sends it."""
+        return {"key": secret}
 
     @classmethod
     def model_listing(cls, data: Any) -> list[Any] | None:
@@ -103,5 +140,5 @@ class Aivvm(HTTPChatProvider):
 
     @classmethod
     def fallback_models(cls) -> list[dict[str, Any]]:
-        """The built-in table, for a deployment that cannot say."""
+        """The built-in table, for a deployment that cannot say (:attr:`ModelList.builtin`)."""
         return [dict(m) for m in models.values()]

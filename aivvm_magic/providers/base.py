@@ -31,8 +31,9 @@ class AbstractProvider(ABC):
         """Ask ``model`` to continue ``messages``: text chunks when ``stream``, else one str."""
 
     @classmethod
-    def validate_model(cls, model: str) -> str:
-        """The model id to send for ``model``; a ValueError saying what is allowed if none."""
+    def validate_model(cls, model: str, base_url: str | None = None, key: str | None = None) -> str:
+        """The model id to send for ``model`` to the server at ``base_url``; a ValueError
+        saying what is allowed if none."""
         return model
 
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 import requests
@@ -24,7 +24,26 @@ from .errors import ProviderError
 from .reply import StreamControl
 from .transport import RetryCallback, get_json, normalise_base_url, post_reply
 
-__all__ = ["HTTPChatProvider"]
+__all__ = ["HTTPChatProvider", "ModelList"]
+
+
+class ModelList(list[dict[str, Any]]):
+    """What :meth:`HTTPChatProvider.list_models` found: the models, and whose list it is.
+
+    A list of ``{"id", "name", ...}`` dicts. When the server did not list its models,
+    :attr:`builtin` is true, the models are the provider's own table (perhaps none), and
+    :attr:`reason` says why the server's list is missing.
+    """
+
+    def __init__(self, found: Iterable[dict[str, Any]] = (), *, reason: str = "") -> None:
+        super().__init__(found)
+        #: Why the server's list is not there; ``""`` when it is.
+        self.reason = reason
+
+    @property
+    def builtin(self) -> bool:
+        """Whether these are the provider's own models, not the server's."""
+        return bool(self.reason)
 
 
 class HTTPChatProvider(AbstractProvider):
@@ -44,8 +63,8 @@ class HTTPChatProvider(AbstractProvider):
     #: Where chat requests go, and where the models are listed, under the base URL.
     chat_path: ClassVar[str]
     models_path: ClassVar[str]
-    #: How the models are asked for, one method after another until one lists some.
-    models_methods: ClassVar[tuple[str, ...]] = ("GET",)
+    #: How the models are asked for.
+    models_method: ClassVar[str] = "GET"
 
     @classmethod
     def base_url(cls, base_url: str | None = None) -> str:
@@ -91,10 +110,15 @@ class HTTPChatProvider(AbstractProvider):
         is kept in ``buffer`` when one is given (its views read it there).
         """
         secret = cls._key(key)
-        payload = cls.chat_payload(
-            model, messages, system_message=system_message, temperature=temperature, secret=secret
-        )
         origin = cls.base_url(base_url)
+        payload = cls.chat_payload(
+            model,
+            messages,
+            system_message=system_message,
+            temperature=temperature,
+            secret=secret,
+            origin=origin,
+        )
         reply = post_reply(
             origin + cls.chat_path,
             payload,
@@ -125,8 +149,10 @@ class HTTPChatProvider(AbstractProvider):
         system_message: str,
         temperature: float,
         secret: SecretStr,
+        origin: str,
     ) -> dict[str, Any]:
-        """The JSON body of a chat request; a ValueError for a model the provider does not take."""
+        """The JSON body of a chat request to ``origin``; a ValueError for a model the provider
+        does not take."""
 
     @classmethod
     @abstractmethod
@@ -148,51 +174,61 @@ class HTTPChatProvider(AbstractProvider):
     @classmethod
     def list_models(
         cls, base_url: str | None = None, key: str | None = None, timeout: float = PROBE_TIMEOUT
-    ) -> list[dict[str, Any]]:
+    ) -> ModelList:
         """The models the server offers (``{base_url}{models_path}``) as ``{"id", "name", ...}``
-        dicts; :meth:`fallback_models` when it lists none."""
-        for data in cls._models_answers(base_url, cls._key(key), timeout):
-            found = [
-                cls.model_entry(item)
-                for item in cls.model_listing(data) or ()
-                if isinstance(item, dict) and isinstance(item.get("id"), str)
-            ]
-            if found:
-                return found
-        return cls.fallback_models()
+        dicts; when it lists none, :meth:`fallback_models`, marked :attr:`ModelList.builtin`
+        with the reason."""
+        origin = cls.base_url(base_url)
+        data, failure = cls._models_answer(origin, cls._key(key), timeout)
+        listing = cls.model_listing(data) if not failure else None
+        found = [
+            cls.model_entry(item)
+            for item in listing or ()
+            if isinstance(item, dict) and isinstance(item.get("id"), str)
+        ]
+        if found:
+            cls.models_listed(origin, found)
+            return ModelList(found)
+        if not failure:
+            where = origin + cls.models_path
+            failure = (
+                f"{where} listed no models"
+                if listing is not None
+                else f"the answer of {where} is not a list of models"
+            )
+        return ModelList(cls.fallback_models(), reason=failure)
 
     @classmethod
     def check(cls, base_url: str | None = None, timeout: float = PROBE_TIMEOUT) -> bool:
         """Probe the models endpoint as :meth:`list_models` asks it (with the key from the
-        environment); set and return ``working``: whether its first answer lists models."""
-        data = next(cls._models_answers(base_url, cls._key(None), timeout), None)
-        cls.working = cls.model_listing(data) is not None
+        environment); set and return ``working``: whether it answers a list of models."""
+        data, failure = cls._models_answer(cls.base_url(base_url), cls._key(None), timeout)
+        cls.working = not failure and cls.model_listing(data) is not None
         return cls.working
 
     @classmethod
-    def _models_answers(
-        cls, base_url: str | None, secret: SecretStr, timeout: float
-    ) -> Iterator[Any]:
-        """The models endpoint's JSON answer to each of :attr:`models_methods` in turn; a
-        method that fails gives none."""
-        url = cls.base_url(base_url) + cls.models_path
-        for method in cls.models_methods:
-            try:
-                data = get_json(
-                    url,
-                    method=method,
-                    payload=cls.models_payload(method, secret),
-                    timeout=timeout,
-                    secret=secret,
-                    headers=cls.auth_headers(secret),
-                )
-            except ProviderError:
-                continue
-            yield data
+    def _models_answer(cls, origin: str, secret: SecretStr, timeout: float) -> tuple[Any, str]:
+        """The models endpoint's JSON answer, and ``""``; or None and why there is none."""
+        try:
+            data = get_json(
+                origin + cls.models_path,
+                method=cls.models_method,
+                payload=cls.models_payload(secret),
+                timeout=timeout,
+                secret=secret,
+                headers=cls.auth_headers(secret),
+            )
+        except ProviderError as error:
+            return None, str(error)
+        return data, ""
 
     @classmethod
-    def models_payload(cls, method: str, secret: SecretStr) -> dict[str, Any] | None:
-        """The JSON body a models request sends with ``method`` (none by default)."""
+    def models_listed(cls, origin: str, found: list[dict[str, Any]]) -> None:  # noqa: B027
+        """Hear of the models ``origin`` listed; by default nothing is kept."""
+
+    @classmethod
+    def models_payload(cls, secret: SecretStr) -> dict[str, Any] | None:
+        """The JSON body of a models request (none by default)."""
         return None
 
     @classmethod

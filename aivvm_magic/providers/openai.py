@@ -65,7 +65,7 @@ class OpenAICompatible(HTTPChatProvider):
     models_path: ClassVar[str] = MODELS_PATH
 
     @classmethod
-    def validate_model(cls, model: str) -> str:
+    def validate_model(cls, model: str, base_url: str | None = None, key: str | None = None) -> str:
         """Any id the endpoint knows; empty is a ValueError (there is no common default)."""
         if not model or not model.strip():
             raise ValueError("OpenAI-compatible endpoints need a model id (-m/--model)")
@@ -85,6 +85,7 @@ class OpenAICompatible(HTTPChatProvider):
         system_message: str,
         temperature: float,
         secret: SecretStr,
+        origin: str,
     ) -> dict[str, Any]:
         """A streamed chat completion; ``system_message`` goes first as a ``system`` message
         (empty: none)."""
