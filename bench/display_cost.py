@@ -29,6 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.kernel import Kernel  # noqa: E402
 
+#: How often the server repeats each message: the reply is this many times the prompt.
+REPEAT = 100
+
 TIMED = """
 import time as _time
 _wall, _cpu = _time.perf_counter(), _time.process_time()
@@ -39,7 +42,7 @@ print("TIMES", _time.perf_counter() - _wall, _time.process_time() - _cpu)
 PROVIDER = """
 _text = Aivvm.create_completion("", [{{"role": "user", "content": _prompt}}], True,
                                 base_url={url!r}).text()
-assert _text == _prompt
+assert _text == _prompt * _repeat
 """
 
 MAGIC = """
@@ -142,8 +145,12 @@ def scenario(
     """Each cell ``repeat`` times after a warm-up, interleaved so that load on the machine hits
     all alike, and in turns first; the run with the median wall time of each cell is
     reported."""
-    prompt = " ".join(f"w{i}" for i in range(chunks))
-    kernel.execute(f"_prompt = {prompt!r}")
+    # The server repeats each message REPEAT times (a client keeps its input within the
+    # model's limit), so a message of chunks / REPEAT words brings a reply of ``chunks``.
+    if chunks % REPEAT:
+        raise ValueError(f"a number of chunks must be a multiple of {REPEAT}, not {chunks}")
+    prompt = "".join(f"w{i} " for i in range(chunks // REPEAT))
+    kernel.execute(f"_prompt = {prompt!r}\n_repeat = {REPEAT}")
     cells = [
         ("provider alone", PROVIDER),
         ("%%aivvm (coalesced)", MAGIC),
@@ -154,13 +161,14 @@ def scenario(
     # One unmeasured run of each cell first: first-use imports (markdown, widgets) and warm
     # caches belong to the start-up table, not to the cost of displaying a reply.
     for label, body in cells:
-        measure(kernel, label, body.format(url=url), len(prompt))
+        measure(kernel, label, body.format(url=url), len(prompt) * REPEAT)
     for round_ in range(repeat):
         # Each round starts with a different cell: a cell run right after another may pay for
         # the messages the other left the frontend to read.
         shift = round_ % len(cells)
         for label, body in cells[shift:] + cells[:shift]:
-            runs[label].append(measure(kernel, label, body.format(url=url), len(prompt)))
+            reply_chars = len(prompt) * REPEAT
+            runs[label].append(measure(kernel, label, body.format(url=url), reply_chars))
     rows = [sorted(r, key=lambda x: x["wall"])[len(r) // 2] for r in runs.values()]
     # The ratio to the provider is taken within each round, where both cells met the same
     # load on the machine, and its median reported: steadier than a ratio of two medians.
@@ -177,7 +185,8 @@ def server_process(delay: float = 0.0) -> Iterator[str]:
     """The reference server (echo engine) in a process of its own: serving the reply must not
     compete for a GIL with this process, which reads every message the kernel sends."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aivvm_magic.server", "--port", "0", "--delay", str(delay)],
+        [sys.executable, "-m", "aivvm_magic.server", "--port", "0", "--delay", str(delay)]
+        + ["-o", f"repeat={REPEAT}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,  # one access line per request
         text=True,

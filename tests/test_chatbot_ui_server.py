@@ -317,3 +317,14 @@ def test_the_command_line_serves_the_chatbot_ui_mode():
             process.communicate()
     assert process.returncode == 0
     assert "mode: chatbot-ui" in stderr and "GET /api/models 500" in stderr
+
+
+def test_the_echo_engine_repeats_a_message_for_a_long_reply():
+    # A client keeps its input within the model's limit; a benchmark's long reply comes from
+    # a short message repeated.
+    with start_server(repeat=3) as server:
+        answer = call(server, "POST", "/api/chat", chat("one two "))
+        assert answer.text == "one two one two one two "
+        assert server.engine.describe() == {"engine": "echo", "delay": 0.0, "repeat": 3}
+    with pytest.raises(ValueError, match="repeat must be a whole number of 1 or more"):
+        start_server(repeat="many")

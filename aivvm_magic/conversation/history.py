@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from ..errors import one_line
+from ..input_budget import newest_that_fit
 from ..reply_buffer import ReplyBuffer
 from . import files
 from .events import ErrorHandler, EventKind, Listener, Listeners
@@ -128,10 +129,11 @@ class Conversation:
         """The messages for asking ``prompt`` next, with the oldest turns dropped to fit.
 
         Whole turns are dropped, oldest first, until ``len(system)`` plus the length of every
-        message's content is at most ``max_chars`` and at most ``max_turns`` past turns remain.
-        The new prompt is always kept, even if it alone is over the budget: the server says
-        whether it accepts it. ``system`` is the system message the request will carry: the
-        Aivvm protocol sends it in its own field, not among the messages, but it counts.
+        message's content is at most ``max_chars`` and at most ``max_turns`` past turns remain
+        (the rule of :mod:`aivvm_magic.input_budget`, which the provider applies too). The new
+        prompt is always kept, even if it alone is over the budget: the provider says whether
+        it takes it. ``system`` is the system message the request will carry: the Aivvm
+        protocol sends it in its own field, not among the messages, but it counts.
 
         Partial turns are included with the text they did receive.
         """
@@ -139,20 +141,13 @@ class Conversation:
             raise ValueError(f"max_chars must not be negative, not {max_chars}")
         if max_turns is not None and max_turns < 0:
             raise ValueError(f"max_turns must not be negative, not {max_turns}")
-        base = len(system) + len(prompt)
+        budget = None if max_chars is None else max_chars - len(system) - len(prompt)
         with self._state:
             turns = self._turns
-            limit = len(turns) if max_turns is None else min(len(turns), max_turns)
             # Walk back from the newest turn: the kept turns are the longest newest run that
             # fits, found in one pass over just the turns that are kept.
-            kept = used = 0
-            while kept < limit:
-                turn = turns[-1 - kept]
-                cost = len(turn.prompt) + len(turn.reply)
-                if max_chars is not None and base + used + cost > max_chars:
-                    break
-                used += cost
-                kept += 1
+            costs = (len(turn.prompt) + len(turn.reply) for turn in reversed(turns))
+            kept = newest_that_fit(costs, budget, max_turns)
             dropped = len(turns) - kept
             messages: Messages = []
             for turn in turns[dropped:]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from .. import protocol
+from ..input_budget import fit_input
 from ..protocol import models
 from ..secret_types import SecretStr
 from .base import Messages, wire_message
@@ -94,7 +95,16 @@ class Aivvm(HTTPChatProvider):
     @classmethod
     def max_input_chars(cls, model: str) -> int:
         """chatbot-ui's input limit for the model's family, in characters."""
-        return protocol.input_char_limit(model)
+        return protocol.input_char_limit(model or protocol.DEFAULT_MODEL)
+
+    @classmethod
+    def input_messages(cls, model: str, messages: Messages, system_message: str) -> Messages:
+        """``messages`` within the model's ``maxLength``, as chatbot-ui's UI keeps them (its
+        server trims nothing for a client that sends no ``tokenLimit``): the oldest dropped,
+        the system message kept, empty replies left out; the newest message alone over the
+        limit is a ValueError (:func:`~aivvm_magic.input_budget.fit_input`)."""
+        model_id = model or protocol.DEFAULT_MODEL
+        return fit_input(messages, system_message, cls.max_input_chars(model_id), model_id)
 
     @classmethod
     def chat_payload(

@@ -100,9 +100,10 @@ class HTTPChatProvider(AbstractProvider):
     ) -> CreateResult | str:
         """Send ``messages`` to ``model``: a :class:`StreamingReply` if ``stream``, else a str.
 
-        A model the provider does not take raises ``ValueError`` at once, before anything is
-        sent. A non-2xx answer raises :class:`~aivvm_magic.providers.errors.APIError` (an
-        ``HTTPError``); a reply cut short raises ``IncompleteReply`` carrying the partial text.
+        A model the provider does not take, or input it cannot (:meth:`input_messages`),
+        raises ``ValueError`` at once, before the chat request is sent. A non-2xx answer
+        raises :class:`~aivvm_magic.providers.errors.APIError` (an ``HTTPError``); a reply cut
+        short raises ``IncompleteReply`` carrying the partial text.
         Timeouts and retries come from ``options`` (else :class:`RequestOptions`' defaults);
         a keyword given (``read_timeout=...``) overrides its field. ``read_timeout`` bounds the
         wait for the first byte and every gap between chunks; retries are made only before the
@@ -113,7 +114,7 @@ class HTTPChatProvider(AbstractProvider):
         origin = cls.base_url(base_url)
         payload = cls.chat_payload(
             model,
-            messages,
+            cls.input_messages(model, messages, system_message),
             system_message=system_message,
             temperature=temperature,
             secret=secret,
@@ -153,6 +154,11 @@ class HTTPChatProvider(AbstractProvider):
     ) -> dict[str, Any]:
         """The JSON body of a chat request to ``origin``; a ValueError for a model the provider
         does not take."""
+
+    @classmethod
+    def input_messages(cls, model: str, messages: Messages, system_message: str) -> Messages:
+        """The messages a request carries: by default all of them, as given."""
+        return messages
 
     @classmethod
     @abstractmethod

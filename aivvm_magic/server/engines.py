@@ -50,19 +50,31 @@ class EchoEngine(Engine):
     """Repeats the last user message verbatim, a word at a time.
 
     Deterministic, so tests can assert on the exact reply; ``delay`` seconds between chunks
-    makes streaming observable.
+    makes streaming observable. ``repeat`` times the message makes a long reply from a short
+    one, for benchmarks: a client keeps its input within the model's limit.
     """
 
     name = "echo"
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, repeat: int | str = 1) -> None:
         if delay < 0:
             raise ValueError(f"delay must be 0 or more seconds, not {delay!r}")
         self.delay = float(delay)
+        # From the command line (``-o repeat=200``) it arrives as a string.
+        try:
+            self.repeat = int(repeat)
+        except ValueError:
+            self.repeat = 0
+        if self.repeat < 1:
+            raise ValueError(f"repeat must be a whole number of 1 or more, not {repeat!r}")
 
     def describe(self) -> dict[str, Any]:
-        """The engine name and its delay between chunks."""
-        return {"engine": self.name, "delay": self.delay}
+        """The engine name, its delay between chunks, and how often it repeats a message when
+        more than once."""
+        info: dict[str, Any] = {"engine": self.name, "delay": self.delay}
+        if self.repeat != 1:
+            info["repeat"] = self.repeat
+        return info
 
     def served_by(self) -> str:
         """Says plainly that no model is involved."""
@@ -74,7 +86,7 @@ class EchoEngine(Engine):
         The echo ends before the first of ``request.stop`` it contains, and after
         ``request.max_tokens`` pieces (returning ``"length"``).
         """
-        text = request.last_user_message() or ""
+        text = (request.last_user_message() or "") * self.repeat
         cut = min((i for i in (text.find(s) for s in request.stop if s) if i >= 0), default=-1)
         if cut >= 0:
             text = text[:cut]
@@ -91,7 +103,8 @@ class EchoEngine(Engine):
         return "stop"
 
     def __repr__(self) -> str:
-        return f"EchoEngine(delay={self.delay!r})"
+        repeat = f", repeat={self.repeat}" if self.repeat != 1 else ""
+        return f"EchoEngine(delay={self.delay!r}{repeat})"
 
 
 #: Engine name -> a factory that takes the engine's options as keyword arguments.
