@@ -3,7 +3,8 @@
 The magic and the chat panel both run turns through :class:`TurnRunner`, so they share the same
 rules: history is trimmed to the model's context, turns on one conversation never interleave,
 a reply that stops early (error, interrupt, Stop) is kept as a marked partial turn when any text
-arrived, and nothing already in the conversation is lost. No IPython here.
+arrived, an empty reply is a failure and never a turn, and nothing already in the conversation
+is lost. No IPython here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from . import protocol
 from .conversation import Conversation, PendingReply, Turn
 from .errors import one_line
-from .providers import StreamingReply, get_provider
+from .providers import EmptyReply, StreamingReply, get_provider
 from .providers.transport import RetryCallback
 from .reply_buffer import ReplyBuffer
 from .request_options import RequestOptions
@@ -23,6 +24,10 @@ from .request_options import RequestOptions
 #: The status note of a reply that stopped at the model's token limit: complete as far as the
 #: protocol goes, but perhaps mid-sentence.
 TOKEN_LIMIT_NOTE = "the reply reached the model's token limit"
+
+#: The status note of a reply about as long as the server lets one be, when the server does
+#: not say whether it stopped it there (chatbot-ui's 1,000 tokens).
+CAP_NOTE = "about {cap:,} tokens: the reply may have stopped at the server's {cap:,}-token cap"
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,9 @@ class TurnOutcome:
     #: How the server said the reply ended, where its protocol says (``"length"``: at the
     #: model's token limit, so the text may stop mid-thought).
     finish_reason: str | None = None
+    #: The server's cap on a reply's tokens, when the reply is about that long: it may have
+    #: been stopped there, though nothing said so.
+    near_cap: int | None = None
 
     @property
     def note(self) -> str:
@@ -61,9 +69,12 @@ class TurnOutcome:
     @property
     def status_note(self) -> str:
         """What the status line adds: :attr:`note`, or for a complete reply that the server
-        says ended at the model's token limit, that it did."""
+        says ended at the model's token limit, that it did, and for one about as long as the
+        server's cap, that it may have."""
         if self.complete and self.finish_reason == "length":
             return TOKEN_LIMIT_NOTE
+        if self.complete and self.near_cap:
+            return CAP_NOTE.format(cap=self.near_cap)
         return self.note
 
 
@@ -206,6 +217,10 @@ class TurnRunner:
                 else:
                     for chunk in reply:
                         on_chunk(chunk)
+            if not self.buffer.text():
+                # Whatever the protocol allows, no text is no reply: nothing to show, record
+                # or send back as history.
+                raise EmptyReply
             outcome.complete = True
         except BaseException as exc:  # noqa: BLE001 - interrupts too: keep what arrived
             outcome.error = exc
@@ -213,6 +228,8 @@ class TurnRunner:
             reply = self._reply
             outcome.text = self.buffer.text()
             outcome.finish_reason = reply.finish_reason if reply is not None else None
+            if reply is not None and reply.near_cap:
+                outcome.near_cap = reply.token_cap
             # The stream is over (stop() has nothing left to end): let the reply go.
             self._reply = None
         return outcome

@@ -6,8 +6,11 @@ fault server's :func:`relayed` is its answer to an upstream error, byte for byte
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from typing import Any
 
+from aivvm_magic.magics import magics_for
 from aivvm_magic.server import ServerHandle, start_server
 from tests.faultserver import Reply
 
@@ -31,3 +34,21 @@ def relayed(message: str, status: int = 500) -> Reply:
         reason=message,
         headers={"Content-Type": "text/plain;charset=UTF-8"},
     )
+
+
+@contextlib.contextmanager
+def open_panel(shell: Any, chat: str, base_url: str, **settings: Any) -> Iterator[Any]:
+    """A chat panel on ``chat`` talking to ``base_url`` (with the magics' ``settings``), its
+    model list loaded; closed at the end."""
+    from aivvm_magic import ChatPanel
+
+    magics = magics_for(shell)
+    magics.base_url = base_url
+    for name, value in settings.items():
+        setattr(magics, name, value)
+    panel = ChatPanel(chat, magics=magics)
+    try:
+        panel.models_loaded.result(timeout=10)
+        yield panel
+    finally:
+        panel.close()

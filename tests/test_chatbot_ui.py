@@ -8,6 +8,8 @@ or byte for byte: a reason phrase of any kind).
 from __future__ import annotations
 
 import html
+import json
+import logging
 import time
 from collections.abc import Iterator
 
@@ -21,7 +23,7 @@ from aivvm_magic.providers import Aivvm, APIError
 from aivvm_magic.providers.answers import error_reason, retryable, server_message
 from aivvm_magic.providers.transport import RetryPolicy
 from aivvm_magic.server import ServerHandle, start_server
-from tests.chatbotkit import KEY, relayed, serve_deployment
+from tests.chatbotkit import KEY, open_panel, relayed, serve_deployment
 from tests.conftest import CANARY
 from tests.faultserver import (
     FaultServer,
@@ -206,21 +208,13 @@ def test_a_wrong_key_in_a_cell_is_one_line_at_once(ip, deployment, capsys):
 
 
 def test_a_bad_temperature_in_the_panel_says_what_the_server_said(ip, deployment):
-    from aivvm_magic import ChatPanel
-
-    magics = magics_for(ip)
-    magics.base_url = deployment.url
-    panel = ChatPanel("paneltemp", magics=magics)
-    try:
-        panel.models_loaded.result(timeout=10)
+    with open_panel(ip, "paneltemp", deployment.url) as panel:
         # The slider stops at 2; a temperature over it comes from the settings of a request.
         panel.temperature_slider.max = 5.0
         panel.temperature_slider.value = 3.0
         assert panel.send("Hello") == ""
         assert BAD_TEMPERATURE in html.unescape(panel.status.value)
         assert panel.last_outcome is not None and panel.last_outcome.turn is None
-    finally:
-        panel.close()
 
 
 # -- 3. the models, and whose list they are ------------------------------------------------------
@@ -276,19 +270,11 @@ def test_aivvm_models_says_when_the_list_is_the_built_in_one(ip, deployment, cap
 
 
 def test_the_panel_says_when_its_model_list_is_the_built_in_one(ip, deployment):
-    from aivvm_magic import ChatPanel
-
-    magics = magics_for(ip)
-    magics.base_url = deployment.url
-    magics.api_key = "sk-wrong"
-    panel = ChatPanel("panelmodels", magics=magics)
-    try:
-        assert panel.models_loaded.result(timeout=10) == list(models)
+    with open_panel(ip, "panelmodels", deployment.url, api_key="sk-wrong") as panel:
+        assert panel.models_loaded.result() == list(models)
         status = html.unescape(panel.status.value)
-        assert f"built-in model list: HTTP 500 from {deployment.url}/api/models" in status
-        assert WRONG_KEY in status and "⚠" in status
-    finally:
-        panel.close()
+    assert f"built-in model list: HTTP 500 from {deployment.url}/api/models" in status
+    assert WRONG_KEY in status and "⚠" in status
 
 
 # -- 5. the ids the server lists are models too ---------------------------------------------------
@@ -329,3 +315,48 @@ def test_a_cell_takes_an_id_the_server_lists(ip, deployment, capsys):
     assert magics_for(ip).chats.get("azure").turns[-1].model == "gpt-35-turbo"
     with pytest.raises(UsageError, match="'gpt-9' is not supported"):
         ip.run_cell_magic("aivvm", f"-m gpt-9 --base-url {deployment.url}", "Hi")
+
+
+# -- the key, in what a deployment says back ------------------------------------------------------
+
+
+def test_a_key_a_deployment_quotes_back_appears_nowhere(ip, fault, capsys, caplog, tmp_path):
+    caplog.set_level(logging.DEBUG)
+    magics = magics_for(ip)
+    magics.base_url = fault.url
+    magics.api_key = CANARY
+    quoted = f"Incorrect API key provided: {CANARY}"
+    listing_refused = Reply(
+        500,
+        json.dumps({"error": {"message": quoted}}).encode(),
+        reason=quoted,
+        headers={"Content-Type": "application/json"},
+    )
+    fault.enqueue(relayed(quoted))
+    with pytest.raises(AivvmError) as info:
+        ip.run_cell_magic("aivvm", "-c canary", "Hello")
+    fault.enqueue(listing_refused)
+    ip.run_line_magic("aivvm", "models")
+    fault.enqueue(listing_refused)
+    with pytest.raises(UsageError) as usage:
+        ip.run_cell_magic("aivvm", "-m gpt-35-turbo -c canary", "Hello")
+    fault.enqueue(listing_refused, relayed(quoted))
+    with open_panel(ip, "canary", fault.url) as panel:
+        status = panel.status.value
+        panel.send("Hello")
+        status += panel.status.value
+    ip.run_line_magic("aivvm", f"export {tmp_path / 'canary.json'} -c canary")
+    assert all(r.json.get("key") == CANARY for r in fault.requests)  # it was sent
+    seen = "\n".join(
+        [
+            str(info.value),
+            str(usage.value),
+            capsys.readouterr().out,
+            caplog.text,
+            status,
+            (tmp_path / "canary.json").read_text(),
+        ]
+    )
+    assert "<redacted>" in seen
+    for form in (CANARY, CANARY[len("sk-canary-") :], CANARY[::-1]):
+        assert form not in seen

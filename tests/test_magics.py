@@ -389,13 +389,6 @@ def test_magics_are_in_a_terminal_printed_as_they_arrive(reference):
     assert total - first_at >= 0.5  # the rest came later: it was streamed, not buffered
 
 
-def test_an_empty_reply_says_so(ip, fault, capsys):
-    fault.enqueue(Reply(200, b""))
-    ip.run_cell_magic("aivvm", f"-c empty --base-url {fault.url}", "Say nothing")
-    out = capsys.readouterr().out
-    assert out.startswith("[empty reply · ") and out.count("\n") == 1
-
-
 def test_each_command_has_its_own_options_and_help(ip, capsys):
     from aivvm_magic.commands import COMMANDS
 

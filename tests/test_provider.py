@@ -175,13 +175,6 @@ def test_big_reply_arrives_whole(fault):
     assert ask(fault.url).text().encode() == big.expected_body()
 
 
-def test_empty_body_is_an_empty_complete_reply(fault):
-    for framing in FRAMINGS:
-        fault.enqueue(Reply(200, b"", framing=framing))
-        reply = ask(fault.url)
-        assert reply.text() == "" and reply.complete
-
-
 # -- errors -----------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from .base import AbstractProvider, CreateResult, Messages
 from .errors import (
     APIError,
     ConnectError,
+    EmptyReply,
     IncompleteReply,
     ProviderError,
     RedirectRefused,
@@ -26,6 +27,7 @@ __all__ = [
     "Aivvm",
     "ConnectError",
     "CreateResult",
+    "EmptyReply",
     "HTTPChatProvider",
     "IncompleteReply",
     "Messages",

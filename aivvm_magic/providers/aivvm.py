@@ -51,6 +51,13 @@ class Aivvm(HTTPChatProvider):
     models_path: ClassVar[str] = protocol.MODELS_PATH
     # A chatbot-ui server answers only POST, with the key in the body (a GET is its 500).
     models_method: ClassVar[str] = "POST"
+    # The protocol has no way to say "nothing": an empty 200 is a reply the server lost.
+    empty_reply: ClassVar[str | None] = (
+        "the server answered 200 with no text (a chatbot-ui server does when its upstream "
+        "answers fast)"
+    )
+    # A chatbot-ui server asks its upstream for max_tokens 1000, and does not say it did.
+    reply_token_cap: ClassVar[int | None] = protocol.REPLY_TOKEN_CAP
 
     # The models each server listed, by origin: ids it serves beyond the table (Azure's
     # "gpt-35-turbo", a deployment's own names), with their names.

@@ -64,3 +64,18 @@ class IncompleteReply(ProviderError, requests.exceptions.ChunkedEncodingError):
     def short(self) -> str:
         """What a status line says: ``stopped`` (by the user), else why it was cut short."""
         return "stopped" if self.reason == "stopped" else f"reply cut short: {self.reason}"
+
+
+class EmptyReply(IncompleteReply):
+    """The server answered 200 and sent no text: no reply, though nothing says it failed."""
+
+    def __init__(self, why: str = "the server sent no text") -> None:
+        super().__init__(why, "")
+
+    def __str__(self) -> str:
+        return f"The reply was empty: {self.reason}"
+
+    @property
+    def short(self) -> str:
+        """What a status line says: ``empty reply: <why>``."""
+        return f"empty reply: {self.reason}"

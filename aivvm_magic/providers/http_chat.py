@@ -65,6 +65,11 @@ class HTTPChatProvider(AbstractProvider):
     models_path: ClassVar[str]
     #: How the models are asked for.
     models_method: ClassVar[str] = "GET"
+    #: Why a 200 with no text is no reply, where the API never means one by it (the reply
+    #: then raises :class:`~aivvm_magic.providers.errors.EmptyReply`); None: it is a reply.
+    empty_reply: ClassVar[str | None] = None
+    #: The most tokens a server of this API lets a reply have without being asked to.
+    reply_token_cap: ClassVar[int | None] = None
 
     @classmethod
     def base_url(cls, base_url: str | None = None) -> str:
@@ -138,6 +143,8 @@ class HTTPChatProvider(AbstractProvider):
             parse=cls.reply_chunks,
             buffer=buffer,
         )
+        reply.empty_reply = cls.empty_reply
+        reply.token_cap = cls.reply_token_cap
         return reply if stream else reply.text()
 
     @classmethod

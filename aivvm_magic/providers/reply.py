@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
+from ..protocol import near_token_cap
 from ..reply_buffer import ReplyBuffer
-from .errors import IncompleteReply
+from .errors import EmptyReply, IncompleteReply
 
 
 class StreamControl:
@@ -79,8 +80,14 @@ class StreamingReply(Iterator[str]):
         #: The text received so far.
         self.buffer = buffer if buffer is not None else ReplyBuffer()
         self._keep = self.buffer.append
+        self._chunks_before = self.buffer.chunks
         self.complete = False
         self.closed = False
+        #: Why a body with no text is no reply, for a protocol where it never is one (the
+        #: stream then ends in :class:`EmptyReply`); None where an empty reply is a reply.
+        self.empty_reply: str | None = None
+        #: The most tokens the server lets a reply have, where it caps them unasked.
+        self.token_cap: int | None = None
 
     def __iter__(self) -> StreamingReply:
         return self
@@ -91,8 +98,10 @@ class StreamingReply(Iterator[str]):
         try:
             chunk = next(self._chunks)
         except StopIteration:
-            self.complete = True
             self.closed = True
+            if self.empty_reply is not None and self.buffer.chunks == self._chunks_before:
+                raise EmptyReply(self.empty_reply) from None
+            self.complete = True
             raise
         except IncompleteReply as exc:
             self.closed = True
@@ -109,6 +118,17 @@ class StreamingReply(Iterator[str]):
         """How the server said the reply ended (``"length"``: cut at the model's token limit);
         None when it did not say."""
         return self.control.finish_reason
+
+    @property
+    def near_cap(self) -> bool:
+        """Whether the complete reply is about :attr:`token_cap` tokens long: the server may
+        have stopped it there, though it did not say (a rough count, see
+        :func:`~aivvm_magic.protocol.near_token_cap`)."""
+        return (
+            self.complete
+            and self.token_cap is not None
+            and near_token_cap(self.partial, self.token_cap)
+        )
 
     @property
     def partial(self) -> str:
