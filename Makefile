@@ -48,17 +48,36 @@ lint: $(VENV)/.test-installed
 	$(PY) -m ruff format --check aivvm_magic tests bench notebooks/conftest.py
 	$(LINT_IMPORTS)
 
-bench: $(VENV)/.test-installed
-	$(PY) bench/run_all.py
+# The benchmarks compare with peers (jupyter-ai, llm) whose dependencies pin older releases of
+# what the package itself uses (openai, llm), so they get a virtual environment and a lock of
+# their own: bench/constraints.txt.
+BENCH_VENV ?= .venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+BENCH_LOCK := bench/constraints.txt
+
+$(BENCH_PY):
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip --disable-pip-version-check -q install -c $(BENCH_LOCK) pip
+
+$(BENCH_VENV)/.installed: pyproject.toml $(BENCH_LOCK) | $(BENCH_PY)
+	$(BENCH_PY) -m pip --disable-pip-version-check -q install -c $(BENCH_LOCK) \
+		--build-constraint $(BENCH_LOCK) -e ".[test,local,bench]"
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_PY) bench/run_all.py
 
 # Refreshes the lock: the newest releases that pyproject.toml's ranges (and constraints.in)
 # allow, resolved for every platform and every Python from 3.10 on. Then run `make clean test`
 # and `make demo`, and commit constraints.txt with the change that needed it.
+# `make lock LOCK_UPGRADE=` only adds what a new dependency needs, leaving the rest pinned.
+LOCK_UPGRADE ?= --upgrade
+COMPILE = $(VENV)/bin/uv pip compile --quiet $(LOCK_UPGRADE) --universal --python-version 3.10 \
+	--custom-compile-command "make lock" --extra local --extra notebook --extra test
 lock: | $(PY)
 	$(PIP) install -c $(LOCK) uv
-	$(VENV)/bin/uv pip compile --quiet --upgrade --universal --python-version 3.10 \
-		--all-extras --custom-compile-command "make lock" \
-		pyproject.toml constraints.in -o $(LOCK)
+	$(COMPILE) pyproject.toml constraints.in -o $(LOCK)
+	$(COMPILE) --extra bench pyproject.toml constraints.in -o $(BENCH_LOCK)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) build *.egg-info
