@@ -128,6 +128,10 @@ def main(argv: list[str] | None = None) -> None:
         import local_model
 
         sections.append(local_model.main(["--repeats", "1"] if quick else []))
+    if importlib.util.find_spec("jupyter_ai_magics") is not None:
+        import peers
+
+        sections.append(peers.main(["--runs", "1"] if quick else []))
         sections.append(conversation.main(["--turns", "4"] if quick else []))
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
