@@ -101,7 +101,8 @@ def test_a_reply_slow_to_start_shows_a_waiting_status_first(kernel, fault):
 def test_updates_are_coalesced_for_a_fast_5000_chunk_reply(kernel, fast):
     words = " ".join(f"w{i}" for i in range(5000))
     started = time.monotonic()
-    run = kernel.execute(f"%%aivvm\n{words}", timeout=120)
+    # 29,000 characters: over GPT-3.5's input limit, within GPT-4-32K's.
+    run = kernel.execute(f"%%aivvm -m gpt-4-32k\n{words}", timeout=120)
     elapsed = time.monotonic() - started
     assert run.status == "ok", run.reply
     updates = run.widget_updates()
