@@ -410,8 +410,18 @@ class Conversation:
                 turns.append(Turn.from_dict(raw))
             except ConversationFormatError as exc:
                 raise ConversationFormatError(f"turn {number}: {exc}") from None
+        return cls.from_turns(name, turns, system)
+
+    @classmethod
+    def from_turns(
+        cls, name: str, turns: Iterable[Turn], system: str | None = None
+    ) -> Conversation:
+        """A new conversation called ``name`` holding ``turns``, e.g. to :meth:`replace_with`."""
+        held = list(turns)
+        if not all(isinstance(turn, Turn) for turn in held):
+            raise TypeError("from_turns() takes Turn records")
         conversation = cls(name, system)
-        conversation._set_turns(turns)
+        conversation._set_turns(held)
         return conversation
 
     def export(self, path: str | os.PathLike[str]) -> None:

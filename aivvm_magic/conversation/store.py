@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from .history import Conversation
 
@@ -27,9 +27,17 @@ class ConversationStore:
         Out[3]: ['default']
     """
 
-    def __init__(self, conversations: Iterable[Conversation] = ()) -> None:
+    def __init__(
+        self,
+        conversations: Iterable[Conversation] = (),
+        *,
+        made: Callable[[Conversation], object] | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._conversations: dict[str, Conversation] = {c.name: c for c in conversations}
+        #: Called with each conversation the store makes, before anyone can use it (the
+        #: session's history log subscribes there); it must not use the store.
+        self._made = made
 
     def get(self, name: str = "default") -> Conversation:
         """The conversation called ``name``, made empty if there is none yet."""
@@ -37,6 +45,8 @@ class ConversationStore:
             conversation = self._conversations.get(name)
             if conversation is None:
                 conversation = self._conversations[name] = Conversation(name)
+                if self._made is not None:
+                    self._made(conversation)
             return conversation
 
     def __getitem__(self, name: str) -> Conversation:
