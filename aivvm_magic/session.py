@@ -75,16 +75,18 @@ class Session:
         """The base URL to use and a description of it for status lines.
 
         ``base_url`` overrides the configured one; with neither, the embedded server (started
-        now if it is not running) answers, under ``/v1`` for the ``openai`` provider.
+        now if it is not running) answers, under ``/v1`` for the ``openai`` provider. When a
+        record replays the replies, the description says so, and no server is started.
         """
         settings = self.settings
         url = base_url or settings.base_url
-        if url:
-            return url.rstrip("/"), url.rstrip("/")
         replay = self.replay()
-        if replay is not None and replay.mode == "replay":
-            # The record answers: no server to start.
-            return "", replay.describe()
+        # In replay mode the record answers, whatever server is configured: none is started.
+        replaying = replay.describe() if replay is not None and replay.mode == "replay" else ""
+        if url:
+            return url.rstrip("/"), replaying or url.rstrip("/")
+        if replaying:
+            return "", replaying
         options = {"model_path": settings.local_model_path} if settings.local_model_path else {}
         if settings.embedded_engine == "echo":
             options = {}

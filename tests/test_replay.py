@@ -78,6 +78,10 @@ def test_replay_with_no_base_url_starts_no_server(ip, record_path, reference):
     ip.run_cell_magic("aivvm", "--new", "Hello")
     assert set(embedded._servers) == before
     assert magics_for(ip).target() == ("", "replay of notebook.replay.jsonl")
+    assert magics_for(ip).target(reference.url) == (
+        reference.url,
+        "replay of notebook.replay.jsonl",
+    )
     assert magics_for(ip).chats.get("default").last_turn.reply == "Hello"
 
 
