@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "\nTo open the tutorials yourself: .venv/bin/jupyter lab notebooks/\n"
         "(01 quickstart, 02 conversations and the panel, 03 configuration and errors, "
-        "04 the local model)"
+        "04 the local model, 05 the history and recorded replies)"
     )
     return 0
 

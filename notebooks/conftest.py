@@ -22,7 +22,10 @@ Volatile text (ports, times, temporary paths) is replaced as ``nbval_sanitize.cf
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from typing import Any
 
 import nbformat
@@ -42,7 +45,13 @@ _SETTINGS_FROM_ENV = (
     "AIVVM_API_KEY",
     "AIVVM_PROVIDER",
     "AIVVM_LOCAL_MODEL",
+    "AIVVM_HISTORY",
+    "AIVVM_REPLAY_MODE",
 )
+# The notebooks' turns are logged here, never into the history of whoever runs the tests.
+_HISTORY_DIR = tempfile.mkdtemp(prefix="aivvm-nbval-history-")
+_HISTORY = os.path.join(_HISTORY_DIR, "history.db")
+atexit.register(shutil.rmtree, _HISTORY_DIR, ignore_errors=True)
 
 
 def _track_display_updates(nbfile: Any) -> None:
@@ -82,6 +91,7 @@ if IPyNbFile is not None:
         # The kernel that setup starts inherits this process's environment.
         for name in _SETTINGS_FROM_ENV:
             os.environ.pop(name, None)
+        os.environ["AIVVM_HISTORY_PATH"] = _HISTORY
         _setup(self)
         _track_display_updates(self)
 
