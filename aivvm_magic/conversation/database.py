@@ -430,13 +430,16 @@ class HistoryDatabase:
         finds ``reply``), the best matches first; a ValueError if there are no words."""
         query = fts_query(words)
         with self._using() as db:
+            # The best matches are found in the index alone (FTS5 ranks them without reading
+            # the turns), then joined to their turns.
             rows = db.execute(
-                f"{_SELECT_TURN}, "
-                "snippet(turns_text, 0, '[', ']', '…', 12), "
-                "snippet(turns_text, 1, '[', ']', '…', 12) "
-                "FROM turns_text JOIN turns t ON t.id = turns_text.rowid "
-                "JOIN conversations c ON c.id = t.conversation_id "
-                "WHERE turns_text MATCH ? ORDER BY rank, t.id DESC LIMIT ?",
+                f"{_SELECT_TURN}, best.prompt, best.reply FROM ("
+                "  SELECT rowid, rank, "
+                "  snippet(turns_text, 0, '[', ']', '…', 12) AS prompt, "
+                "  snippet(turns_text, 1, '[', ']', '…', 12) AS reply "
+                "  FROM turns_text WHERE turns_text MATCH ? ORDER BY rank LIMIT ?"
+                ") AS best JOIN turns t ON t.id = best.rowid "
+                "JOIN conversations c ON c.id = t.conversation_id ORDER BY best.rank",
                 (query, limit),
             ).fetchall()
         return [SearchHit(_turn_of(row[:-2]), row[-2], row[-1]) for row in rows]
