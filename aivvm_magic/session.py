@@ -148,6 +148,8 @@ class Session:
         What ``chat`` held is replaced (it is in the history too). :class:`AivvmError` (one
         line) when the history cannot be read, has no such conversation, or ``chat`` is busy.
         """
+        if not self.history.exists():
+            raise AivvmError(f"No conversation {conversation_id} in the history (none yet)")
         database = self.history.database()
         try:
             logged, turns = database.conversation(conversation_id)

@@ -73,6 +73,10 @@ class SessionHistory:
         except HistoryUnavailable as exc:
             raise AivvmError(f"The history database cannot be used: {exc}") from None
 
+    def exists(self) -> bool:
+        """Whether the database file exists: reading a history that does not, creates none."""
+        return self.path().exists()
+
     def close(self) -> None:
         """Close the database (the session is closing)."""
         with self._lock:

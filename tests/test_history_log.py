@@ -156,9 +156,15 @@ def test_an_imported_conversation_is_logged_whole_with_its_next_turn(ip, history
     ]
 
 
-def test_history_off_writes_nothing_and_makes_no_file(ip, history):
+def test_history_off_writes_nothing_and_makes_no_file(ip, history, capsys):
     magics_for(ip).history = False
     ip.run_cell_magic("aivvm", "", "not logged")
+    # Nor does reading a history that is not there.
+    ip.run_line_magic("aivvm", "log --search anything")
+    assert capsys.readouterr().out.endswith(f"The history is empty ({history}).\n")
+    for line in ("log 1", "resume 1"):
+        with pytest.raises(AivvmError, match="No conversation 1 in the history \\(none yet\\)"):
+            ip.run_line_magic("aivvm", line)
     assert not history.exists()
     magics_for(ip).history = True
     ip.run_cell_magic("aivvm", "", "logged")

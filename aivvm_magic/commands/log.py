@@ -80,7 +80,13 @@ def log(magics: Any, args: Any) -> None:
 
     if args.count < 1:
         raise AivvmError("-n/--count must be at least 1")
-    database = magics.session.history.database()
+    history = magics.session.history
+    if not history.exists():
+        if args.id is not None:
+            raise AivvmError(f"No conversation {args.id} in the history (none yet)")
+        print(f"The history is empty ({history.path()}).")
+        return
+    database = history.database()
     if args.search:
         words = " ".join(args.search)
         hits = _read(database, lambda db: db.search(words, limit=args.count))

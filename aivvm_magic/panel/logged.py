@@ -56,8 +56,7 @@ class LoggedRow(widgets.HBox):
         """Read the list (the latest 50 logged conversations); return their numbers."""
         found = []
         history = self._session.history
-        # A missing file stays missing: looking must not create it.
-        if history.path().exists():
+        if history.exists():
             try:
                 found = history.database().conversations(limit=50)
             except (AivvmError, HistoryUnavailable) as exc:
