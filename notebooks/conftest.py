@@ -46,12 +46,14 @@ _SETTINGS_FROM_ENV = (
     "AIVVM_PROVIDER",
     "AIVVM_LOCAL_MODEL",
     "AIVVM_HISTORY",
+    "AIVVM_HISTORY_PATH",
     "AIVVM_REPLAY_MODE",
 )
-# The notebooks' turns are logged here, never into the history of whoever runs the tests.
-_HISTORY_DIR = tempfile.mkdtemp(prefix="aivvm-nbval-history-")
-_HISTORY = os.path.join(_HISTORY_DIR, "history.db")
-atexit.register(shutil.rmtree, _HISTORY_DIR, ignore_errors=True)
+# The notebooks' kernels keep Jupyter's data (their turns' history among it) here, never
+# where the person running the tests keeps theirs; AivvmMagics.history_path stays at its
+# default, as the stored outputs of %config AivvmMagics show it.
+_DATA_DIR = tempfile.mkdtemp(prefix="aivvm-nbval-data-")
+atexit.register(shutil.rmtree, _DATA_DIR, ignore_errors=True)
 
 
 def _track_display_updates(nbfile: Any) -> None:
@@ -91,7 +93,7 @@ if IPyNbFile is not None:
         # The kernel that setup starts inherits this process's environment.
         for name in _SETTINGS_FROM_ENV:
             os.environ.pop(name, None)
-        os.environ["AIVVM_HISTORY_PATH"] = _HISTORY
+        os.environ["JUPYTER_DATA_DIR"] = _DATA_DIR
         _setup(self)
         _track_display_updates(self)
 
