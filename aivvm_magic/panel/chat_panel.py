@@ -221,11 +221,11 @@ class ChatPanel(PanelLayout):
         settings = self._settings
         base_url, self._view.target = self._session.target()
         provider = settings.provider
-        found = []
-        if base_url:  # none when replies come from a record: no server to ask
-            found = get_provider(provider).list_models(
-                base_url, key=str(settings.key_for(provider))
-            )
+        if not base_url:  # replies come from a record: no server to ask
+            self._view.models_found([])
+            self._loop.draw_now(self._view)
+            return []
+        found = get_provider(provider).list_models(base_url, key=str(settings.key_for(provider)))
         ids = [m["id"] for m in found if isinstance(m.get("id"), str)]
         self._view.models_found(ids)
         if found.builtin:
