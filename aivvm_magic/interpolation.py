@@ -3,7 +3,11 @@
 Prompts are full of braces that are not meant for us: JSON, code, templates. So only the
 narrowest forms are replaced, and only when they resolve; everything else stays exactly as
 written. Nothing is ever evaluated: there is no ``eval``, no ``str.format``, no attribute
-access and no call other than ``str(value)`` on a value that is actually referenced.
+access and no call other than turning a value that is actually referenced into text.
+
+That text is bounded (:func:`aivvm_magic.context.describe`): a short value reads as its
+``str()``, a long one is cut with a marker, and a DataFrame or an array is described (shape,
+dtypes, a few values), so that ``{df}`` never sends a 10 MB repr.
 
 Imports only the standard library, so it can be used and tested without IPython.
 """
@@ -11,8 +15,10 @@ Imports only the standard library, so it can be used and tested without IPython.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
+
+from .context import describe
 
 __all__ = ["Interpolation", "interpolate", "interpolate_with_report"]
 
@@ -65,18 +71,22 @@ def _lookup(match: re.Match[str], namespace: Mapping[str, object]) -> object:
     return _MISSING
 
 
-def interpolate_with_report(text: str, namespace: Mapping[str, object]) -> Interpolation:
+def interpolate_with_report(
+    text: str, namespace: Mapping[str, object], convert: Callable[[object], str] = describe
+) -> Interpolation:
     """Replace ``{name}``, ``{In[n]}`` and ``{Out[n]}`` in ``text``; report which were.
 
-    ``{name}`` becomes ``str(namespace[name])`` when ``name`` is a Python identifier in
+    ``{name}`` becomes ``convert(namespace[name])`` when ``name`` is a Python identifier in
     ``namespace`` (names starting with ``_`` are fine; dunder names such as ``__builtins__``
     are not). ``{In[n]}`` and ``{Out[n]}`` become entries of IPython's input list and output
     dict; ``In`` also takes negative indexes, ``{In[-1]}`` being the cell now running.
+    ``convert`` is :func:`~aivvm_magic.context.describe` unless given: ``str()`` for what
+    is short, a bounded description for what is not.
 
     Everything else is left exactly as written: undefined names, attribute access, indexing,
     calls, format specs and conversions (``{x.y}``, ``{x[0]}``, ``{f()}``, ``{x!r}``,
     ``{x:>5}``), doubled braces (``{{x}}``), ``{}`` and unbalanced braces. So is a reference
-    whose value's ``str()`` raises. Each value is converted at most once per call.
+    whose conversion raises. Each value is converted at most once per call.
 
     Examples
     --------
@@ -98,7 +108,7 @@ def interpolate_with_report(text: str, namespace: Mapping[str, object]) -> Inter
             text_value: str | None = None
             if value is not _MISSING:
                 try:
-                    text_value = str(value)
+                    text_value = convert(value)
                 except Exception:
                     # A value that cannot be shown is not worth failing the whole cell over;
                     # the reference stays visible, so the user can see it was not replaced.
@@ -112,6 +122,8 @@ def interpolate_with_report(text: str, namespace: Mapping[str, object]) -> Inter
     return Interpolation(_REFERENCE.sub(replace, text), names)
 
 
-def interpolate(text: str, namespace: Mapping[str, object]) -> str:
+def interpolate(
+    text: str, namespace: Mapping[str, object], convert: Callable[[object], str] = describe
+) -> str:
     """``text`` with its references replaced; see :func:`interpolate_with_report`."""
-    return interpolate_with_report(text, namespace).text
+    return interpolate_with_report(text, namespace, convert).text

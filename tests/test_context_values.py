@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from traitlets import TraitError
 
 from aivvm_magic.context import cut, describe, excerpt_lines
 from aivvm_magic.context.values import describe_safely
+from aivvm_magic.magics import magics_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -243,3 +245,34 @@ def test_excerpt_lines_keeps_the_failing_line_and_its_neighbours():
     assert got.startswith("[… ") and got.endswith("lines left out …]")
     top = excerpt_lines(code, 200)
     assert top.startswith("line 1\nline 2") and top.endswith("line 1000")
+
+
+# -- in a shell -----------------------------------------------------------------------------------
+
+
+def test_a_reference_to_a_huge_value_sends_a_bounded_description(ip, reference):
+    ip.user_ns["aivvm_test_big"] = "q" * 10_000_000
+    ip.user_ns["aivvm_test_items"] = list(range(1_000_000))
+    ip.run_cell_magic("aivvm", "--no-history", "Look: {aivvm_test_big} {aivvm_test_items}")
+    sent = reference.requests[-1]["messages"][-1]["content"]
+    assert len(sent) < 2 * 4_000 + 100
+    assert "of 10,000,000 characters left out" in sent and "more items]" in sent
+
+
+def test_the_per_reference_budget_is_configurable(ip, reference):
+    ip.user_ns["aivvm_test_text"] = "abc " * 1_000
+    ip.run_line_magic("config", "AivvmMagics.reference_chars = 200")
+    ip.run_cell_magic("aivvm", "--no-history", "{aivvm_test_text}")
+    sent = reference.requests[-1]["messages"][-1]["content"]
+    assert len(sent) <= 200 and "left out" in sent
+    with pytest.raises(TraitError, match="should not be less than 100"):
+        magics_for(ip).reference_chars = 10
+
+
+def test_a_dataframe_reference_reaches_the_server_as_a_table(ip, reference):
+    pd = pytest.importorskip("pandas")
+    ip.user_ns["aivvm_test_df"] = pd.DataFrame({"city": ["Oslo"], "pop": [0.7]})
+    ip.run_cell_magic("aivvm", "--no-history", "Describe {aivvm_test_df}")
+    sent = reference.requests[-1]["messages"][-1]["content"]
+    assert sent.startswith("Describe pandas DataFrame, 1 row × 2 columns\n")
+    assert "| 0 | Oslo | 0.7 |" in sent
