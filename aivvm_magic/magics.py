@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -16,10 +17,10 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import CaselessStrEnum
 
 from . import commands
-from .context import describe
 from .conversation import ConversationBusy, ConversationStore
 from .errors import AivvmError
 from .interpolation import interpolate
+from .notebook_context import NotebookContext
 from .session import Session
 from .settings import Settings
 
@@ -61,6 +62,8 @@ class AivvmMagics(Magics, Settings):
         super().__init__(shell=shell, **kwargs)
         #: What this session's cells and panels share; its settings are these traitlets.
         self.session = Session(self)
+        #: The notebook's last error and earlier cells, and the last request a cell built.
+        self.notebook = NotebookContext(self.shell)
         self.cell_id: str | None = None
         # Conversations the running cell has already asked: a cell that asks several times
         # (a loop) ties only its first turn in each conversation to its id, so that its turns
@@ -116,6 +119,13 @@ class AivvmMagics(Magics, Settings):
         help="markdown (default), text, or code: put the first code block in a new cell.",
     )
     @argument("--no-interpolate", action="store_true", help="Send {name} references as written.")
+    @argument(
+        "--error", action="store_true", help="Add the last error (and its cell) to the question."
+    )
+    @argument(
+        "--cells", type=int, default=0, metavar="N", help="Add the N code cells run before this."
+    )
+    @argument("--outputs", action="store_true", help="With --cells: add their results too.")
     @cell_magic
     def aivvm(self, line: str, cell: str) -> None:
         """Send the cell to the model and stream the reply below it.
@@ -123,7 +133,8 @@ class AivvmMagics(Magics, Settings):
         The conversation so far (``-c NAME``, or the default one) goes with the cell, and the
         reply joins it; re-running a cell replaces its earlier turn. ``{name}`` in the cell is
         replaced by that variable's value, ``{In[3]}``/``{Out[3]}`` by that input/output, each
-        within ``AivvmMagics.reference_chars``.
+        within ``AivvmMagics.reference_chars``. ``--error`` adds the last error and
+        ``--cells N`` the cells run before, scrubbed of keys; ``%aivvm last`` shows what went.
 
         Examples
         --------
@@ -134,6 +145,8 @@ class AivvmMagics(Magics, Settings):
                ...: Explain {topic} in two sentences.
             In [3]: %%aivvm -c review -o answer --format code
                ...: Write a function that reverses a list.
+            In [4]: %%aivvm --cells 2 --outputs
+               ...: Why does the cell above give {result}?
         """
         from .providers import get_provider
 
@@ -156,9 +169,10 @@ class AivvmMagics(Magics, Settings):
         prompt = cell.strip("\n")
         if not prompt.strip():
             raise UsageError("The cell is empty: write your message below %%aivvm")
+        self.notebook.check_options(args)
+        scrub = self.notebook.scrubber(self)
         if not args.no_interpolate:
-            limit = self.reference_chars
-            prompt = interpolate(prompt, self.shell.user_ns, lambda v: describe(v, limit))
+            prompt = interpolate(prompt, self.shell.user_ns, self.notebook.value_text(self, scrub))
         base_url, target = self.target(args.base_url, provider_name)
         try:
             # An id outside the table may be one the server lists; it is asked then.
@@ -174,6 +188,9 @@ class AivvmMagics(Magics, Settings):
             base_url=base_url,
             provider=provider_name,
         )
+        prompt, parts = self.notebook.add_context(
+            prompt, settings, self, scrub, error=args.error, cells=args.cells, outputs=args.outputs
+        )
         self.ask(
             prompt,
             settings,
@@ -184,6 +201,7 @@ class AivvmMagics(Magics, Settings):
             output=args.output,
             stream=not args.no_stream,
             fmt=args.format,
+            parts=parts,
         )
 
     def settings(self, **overrides: Any) -> TurnSettings:
@@ -202,8 +220,12 @@ class AivvmMagics(Magics, Settings):
         output: str | None = None,
         stream: bool = True,
         fmt: str = "markdown",
+        parts: Sequence[tuple[str, int]] = (),
     ) -> str:
         """Run one turn on conversation ``chat``, show it live, and return the reply text.
+
+        The request is kept for ``%aivvm last``, with ``parts``: what context the prompt
+        carries, ``(label, characters)`` each.
 
         Raises :class:`AivvmError` (one short line) when the reply failed or was cut short,
         after showing and recording what did arrive; re-raises ``KeyboardInterrupt``.
@@ -241,6 +263,7 @@ class AivvmMagics(Magics, Settings):
         except ConversationBusy as exc:
             display.finish(complete=False, note=str(exc)) if stream else None
             raise AivvmError(str(exc)) from None
+        self.notebook.record(settings, runner.messages, chat=chat, target=target, parts=parts)
         if not stream:
             display.start(runner.buffer, live=False)
             display.append(outcome.text)
@@ -288,21 +311,23 @@ AivvmMagics.aivvm_line.__doc__ = (AivvmMagics.aivvm_line.__doc__ or "").replace(
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Register the magics (and the hook that tells them each cell's id)."""
+    """Register the magics (and the hooks that tell them each cell's id and failure)."""
     if magics_for(ipython) is not None:
         return
     # Magics.__init__ also puts the instance in ipython.configurables, so %config reaches it.
     magics = AivvmMagics(shell=ipython)
     ipython.register_magics(magics)
     ipython.events.register("pre_run_cell", magics._pre_run_cell)
+    ipython.events.register("post_run_cell", magics.notebook.post_run_cell)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """Undo :func:`load_ipython_extension`: the magics, the hook, the configurable."""
+    """Undo :func:`load_ipython_extension`: the magics, the hooks, the configurable."""
     magics = magics_for(ipython)
     if magics is None:
         return
     ipython.events.unregister("pre_run_cell", magics._pre_run_cell)
+    ipython.events.unregister("post_run_cell", magics.notebook.post_run_cell)
     magics.session.close()
     widgets = sys.modules.get("aivvm_magic.rendering.widgets")
     if widgets is not None:

@@ -106,6 +106,17 @@ class Settings(HasTraits):
         "described (a DataFrame's shape, dtypes and first rows; an array's shape, dtype and "
         "a few values), with a marker.",
     ).tag(config=True)
+    error_context_chars = Int(
+        4_000,
+        min=200,
+        help="Most characters of the last error that %aivvm explain and --error send: the "
+        "message, the failing cell's code, the traceback (your own frames kept first).",
+    ).tag(config=True)
+    cells_context_chars = Int(
+        6_000,
+        min=200,
+        help="Most characters of the previous cells that --cells N sends, the newest kept first.",
+    ).tag(config=True)
 
     history = Bool(
         True,

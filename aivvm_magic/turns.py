@@ -115,6 +115,8 @@ class TurnRunner:
         #: The reply's text as it arrives: the conversation's pending turn and every view of
         #: the reply read this one buffer.
         self.buffer = buffer if buffer is not None else ReplyBuffer()
+        #: The messages the request was built with (history and prompt), once it was.
+        self.messages: list[dict[str, str]] = []
         self._reply: StreamingReply | None = None
         self._stopped = threading.Event()
 
@@ -184,6 +186,7 @@ class TurnRunner:
         pending: PendingReply | None = None,
     ) -> TurnOutcome:
         s = self.settings
+        self.messages = messages
         outcome = TurnOutcome()
         try:
             provider = get_provider(s.provider)
