@@ -186,7 +186,8 @@ def test_the_retry_policy_gives_up_past_its_budget():
     assert policy.delay(1, None, elapsed=0.0) is not None
     assert policy.delay(1, 2.0, elapsed=0.5) == 2.0
     assert policy.delay(1, 2.0, elapsed=1.5) is None
-    assert policy.delay(3, None, elapsed=0.5) is None  # a step of 2 to 4 s
+    # The third step waits 2 to 4 s (jittered): after 1.5 s any of those ends past the budget.
+    assert policy.delay(3, None, elapsed=1.5) is None
     assert RetryPolicy(2, 0.5, 20.0).budget == 30.0
 
 
