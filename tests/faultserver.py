@@ -656,14 +656,22 @@ def openai_event(content: str) -> str:
     return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
 
-def openai_sse(*contents: str, finish_reason: str | None = None, done: bool = True) -> bytes:
+def openai_sse(
+    *contents: str,
+    finish_reason: str | None = None,
+    done: bool = True,
+    usage: dict[str, Any] | None = None,
+) -> bytes:
     """An OpenAI streaming body: the role event, one event per content, the finish event when
-    ``finish_reason`` is given, then ``[DONE]`` (unless ``done`` is false)."""
+    ``finish_reason`` is given, the usage chunk (no choices) when ``usage`` is, then
+    ``[DONE]`` (unless ``done`` is false)."""
     text = 'data: {"choices": [{"delta": {"role": "assistant", "content": ""}}]}\n\n'
     text += "".join(openai_event(c) for c in contents)
     if finish_reason is not None:
         end = {"choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}]}
         text += f"data: {json.dumps(end)}\n\n"
+    if usage is not None:
+        text += f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n"
     if done:
         text += "data: [DONE]\n\n"
     return text.encode()

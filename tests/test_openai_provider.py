@@ -44,6 +44,7 @@ def test_request_shape_and_bearer_key(fault):
         "model": "llama3.2",
         "messages": [{"role": "system", "content": "Be brief."}, *HELLO],
         "stream": True,
+        "stream_options": {"include_usage": True},
         "temperature": 0.2,
     }
 

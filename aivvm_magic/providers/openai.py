@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from ..secret_types import SecretStr, hidden
+from ..token_usage import TokenUsage
 from .base import Messages, wire_message
 from .errors import IncompleteReply
 from .http_chat import HTTPChatProvider
@@ -88,11 +89,18 @@ class OpenAICompatible(HTTPChatProvider):
         origin: str,
     ) -> dict[str, Any]:
         """A streamed chat completion; ``system_message`` goes first as a ``system`` message
-        (empty: none)."""
+        (empty: none). The server is asked to count the tokens (``stream_options``), as OpenAI
+        does only when asked: its last chunk then carries the ``usage``."""
         model_id = cls.validate_model(model)
         chat = [{"role": "system", "content": system_message}] if system_message else []
         chat += [wire_message(m) for m in messages]
-        return {"model": model_id, "messages": chat, "stream": True, "temperature": temperature}
+        return {
+            "model": model_id,
+            "messages": chat,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": temperature,
+        }
 
     @classmethod
     def chat_headers(cls, origin: str, secret: SecretStr) -> dict[str, str]:
@@ -107,7 +115,7 @@ class OpenAICompatible(HTTPChatProvider):
     @staticmethod
     def reply_chunks(text: Iterator[str], secret: str, control: StreamControl) -> Iterator[str]:
         """The contents of the event stream (or of one JSON chat completion), its finish
-        reason to ``control``; an error event raises :class:`StreamError` (an
+        reason and token usage to ``control``; an error event raises :class:`StreamError` (an
         ``IncompleteReply``) with the partial text."""
         return _contents(text, secret, control)
 
@@ -134,7 +142,9 @@ class OpenAICompatible(HTTPChatProvider):
 def _contents(text: Iterator[str], secret: str, control: StreamControl) -> Iterator[str]:
     """The reply's text from an OpenAI event stream (or from one JSON chat completion).
 
-    The finish reason the server gives goes to ``control.finish_reason``.
+    The finish reason the server gives goes to ``control.finish_reason``, the token counts
+    (the ``usage`` of the chunk with no choices that ends a counted stream) to
+    ``control.usage``.
     """
     chunks = iter(text)
     head = ""
@@ -144,17 +154,14 @@ def _contents(text: Iterator[str], secret: str, control: StreamControl) -> Itera
             break
     if head.lstrip().startswith("{"):
         # Some servers ignore ``stream: true`` and answer one JSON object.
-        content, control.finish_reason = _whole(head + "".join(chunks), secret)
-        yield content
+        yield _whole(head + "".join(chunks), secret, control)
         return
     parser = SSEParser()
     for piece in itertools.chain((head,), chunks):
         for data in parser.feed(piece):
             if data.strip() == DONE:
                 return
-            content, finish_reason = _delta(data, secret)
-            if finish_reason:
-                control.finish_reason = finish_reason
+            content = _delta(data, secret, control)
             if content:
                 yield content
     # A stream whose last event ends in a lone "\r" completes that event only now.
@@ -163,42 +170,50 @@ def _contents(text: Iterator[str], secret: str, control: StreamControl) -> Itera
     raise IncompleteReply("the event stream ended without [DONE]", "")
 
 
-def _delta(data: str, secret: str) -> tuple[str, str | None]:
-    """An event's text and its finish reason (None until the last choice chunk)."""
+def _note_usage(event: dict[str, Any], control: StreamControl) -> None:
+    # Some servers put "usage": null in every chunk, or counts in several: the last known wins.
+    usage = TokenUsage.from_openai(event.get("usage"))
+    if usage is not None:
+        control.usage = usage
+
+
+def _delta(data: str, secret: str, control: StreamControl) -> str:
+    """An event's text; its finish reason and usage, when it has them, go to ``control``."""
     try:
         event = json.loads(data)
     except ValueError:
         raise StreamError(f"an event that is not JSON: {data[:80]!r}", "") from None
     if not isinstance(event, dict):
-        return "", None
+        return ""
     if "error" in event:
         error = event["error"]
         message = error.get("message") if isinstance(error, dict) else str(error)
         raise StreamError(f"the server reported an error: {redact(str(message), secret)}", "")
+    _note_usage(event, control)
     choices = event.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return "", None
+        return ""
     delta = choices[0].get("delta") or choices[0].get("message") or {}
     content = delta.get("content") if isinstance(delta, dict) else None
     finish_reason = choices[0].get("finish_reason")
-    return (
-        content if isinstance(content, str) else "",
-        finish_reason if isinstance(finish_reason, str) else None,
-    )
+    if isinstance(finish_reason, str) and finish_reason:
+        control.finish_reason = finish_reason
+    return content if isinstance(content, str) else ""
 
 
-def _whole(body: str, secret: str) -> tuple[str, str | None]:
+def _whole(body: str, secret: str, control: StreamControl) -> str:
     try:
         data = json.loads(body)
         choice = data["choices"][0]
         finish_reason = choice.get("finish_reason")
-        return (
-            choice["message"]["content"] or "",
-            finish_reason if isinstance(finish_reason, str) else None,
-        )
+        content = choice["message"]["content"] or ""
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         raise StreamError(
             f"an answer that is neither an event stream nor a chat completion: "
             f"{redact(body[:80], secret)!r}",
             "",
         ) from None
+    if isinstance(finish_reason, str):
+        control.finish_reason = finish_reason
+    _note_usage(data, control)
+    return content

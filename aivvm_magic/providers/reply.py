@@ -9,6 +9,7 @@ from typing import Any
 
 from ..protocol import near_token_cap
 from ..reply_buffer import ReplyBuffer
+from ..token_usage import TokenUsage
 from .errors import EmptyReply, IncompleteReply
 
 
@@ -24,6 +25,9 @@ class StreamControl:
         #: How the server said the reply ended (OpenAI's ``finish_reason``: ``"stop"``,
         #: ``"length"``, ...); None when its protocol does not say, as Aivvm's does not.
         self.finish_reason: str | None = None
+        #: The tokens the server says the request and its reply took; None when it does not
+        #: say (the Aivvm protocol never does).
+        self.usage: TokenUsage | None = None
         self._lock = threading.Lock()
         self._response: Any = None
 
@@ -118,6 +122,11 @@ class StreamingReply(Iterator[str]):
         """How the server said the reply ended (``"length"``: cut at the model's token limit);
         None when it did not say."""
         return self.control.finish_reason
+
+    @property
+    def usage(self) -> TokenUsage | None:
+        """The tokens the server counted, where it says (an OpenAI stream's last chunk)."""
+        return self.control.usage
 
     @property
     def near_cap(self) -> bool:

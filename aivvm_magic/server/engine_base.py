@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FINISH_REASONS", "ChatRequest", "Engine"]
+__all__ = ["FINISH_REASONS", "ChatRequest", "Engine", "Finish"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,38 @@ class ChatRequest:
 FINISH_REASONS = ("stop", "length")
 
 
+class Finish(str):
+    """How an engine's reply ended (``"stop"`` or ``"length"``), with the tokens it counted.
+
+    It is the finish reason itself, a ``str``, so the engine loop hands it on unchanged to
+    whatever frames the reply; the ``/v1`` route reads its counts for the ``usage`` it reports.
+    A count the engine does not make is None, and the route then estimates it.
+
+    Examples
+    --------
+    ::
+
+        In [1]: finish = Finish("stop", prompt_tokens=12, completion_tokens=5)
+        In [2]: finish == "stop", finish.completion_tokens
+        Out[2]: (True, 5)
+    """
+
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+    def __new__(
+        cls,
+        reason: str,
+        *,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+    ) -> Finish:
+        finish = super().__new__(cls, reason)
+        finish.prompt_tokens = prompt_tokens
+        finish.completion_tokens = completion_tokens
+        return finish
+
+
 class Engine(ABC):
     """Base class of the engines that generate replies.
 
@@ -75,7 +107,8 @@ class Engine(ABC):
 
         A generator may ``return "length"`` when it stopped at the token budget
         (``max_tokens``) rather than at the reply's natural end; the ``/v1`` route reports it
-        as the ``finish_reason``. Anything else it returns counts as ``"stop"``.
+        as the ``finish_reason``. Anything else it returns counts as ``"stop"``. Returning a
+        :class:`Finish` also tells the route how many tokens the request and the reply took.
         """
 
     def close(self) -> None:  # noqa: B027 - an optional hook; most engines hold nothing

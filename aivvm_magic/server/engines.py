@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any
 
-from .engine_base import ChatRequest, Engine
+from .engine_base import ChatRequest, Engine, Finish
 
 __all__ = [
     "ENGINES",
@@ -80,27 +80,32 @@ class EchoEngine(Engine):
         """Says plainly that no model is involved."""
         return "echo engine (repeats your last message)"
 
-    def generate(self, request: ChatRequest) -> Generator[str, None, str]:
+    def generate(self, request: ChatRequest) -> Generator[str, None, Finish]:
         """Yield the last user message in word-sized pieces, ``delay`` seconds apart.
 
         The echo ends before the first of ``request.stop`` it contains, and after
-        ``request.max_tokens`` pieces (returning ``"length"``).
+        ``request.max_tokens`` pieces (returning ``"length"``). It counts a word-sized piece as
+        a token, in the reply as in the request (the system message and every message).
         """
         text = (request.last_user_message() or "") * self.repeat
         cut = min((i for i in (text.find(s) for s in request.stop if s) if i >= 0), default=-1)
         if cut >= 0:
             text = text[:cut]
         pieces = split_words(text)
+        prompt_tokens = sum(
+            len(split_words(part))
+            for part in (request.prompt, *(m["content"] for m in request.messages))
+        )
         budget = request.max_tokens
         for index, piece in enumerate(pieces):
             if budget is not None and index == budget:
-                return "length"
+                return Finish("length", prompt_tokens=prompt_tokens, completion_tokens=index)
             # Sleeping before a piece rather than after it means a closed generator (closing
             # happens at a yield) never sleeps again, and the first piece goes out at once.
             if index and self.delay:
                 time.sleep(self.delay)
             yield piece
-        return "stop"
+        return Finish("stop", prompt_tokens=prompt_tokens, completion_tokens=len(pieces))
 
     def __repr__(self) -> str:
         repeat = f", repeat={self.repeat}" if self.repeat != 1 else ""

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from . import local_model
-from .engine_base import ChatRequest, Engine
+from .engine_base import ChatRequest, Engine, Finish
 
 # Where the model comes from, kept importable from here (the engine's public face).
 from .local_model import (
@@ -146,6 +146,10 @@ class GenerationRun:
     cached_tokens: int = 0
     #: Tokens generated: one per piece of text the llama-cpp stream produced.
     tokens: int = 0
+    #: The reply's length in the model's tokens, counted by its tokenizer once the reply is
+    #: whole (a piece may hold more than one token: llama-cpp holds back a token that ends
+    #: inside a UTF-8 character, or may begin a stop sequence); None until then.
+    completion_tokens: int | None = None
     #: ``running``, then ``stop`` (end of reply), ``length`` (max_tokens), ``closed`` (the
     #: reader went away) or ``error``.
     outcome: str = "running"
@@ -289,9 +293,10 @@ class LocalEngine(Engine):
 
     # -- generation -------------------------------------------------------------------------
 
-    def generate(self, request: ChatRequest) -> Generator[str, None, str]:
+    def generate(self, request: ChatRequest) -> Generator[str, None, Finish]:
         """Stream the model's reply to ``request``, one token's text at a time; return
-        ``"length"`` when it stopped at ``max_tokens``, else ``"stop"``.
+        ``"length"`` when it stopped at ``max_tokens``, else ``"stop"``, with the prompt's and
+        the reply's tokens counted (:class:`~aivvm_magic.server.engine_base.Finish`).
 
         Waits for any generation already running. Closing the generator ends the token loop
         at the next token and frees the model for the next request.
@@ -323,6 +328,7 @@ class LocalEngine(Engine):
                     stop=list(request.stop) or None,
                     stream=True,
                 )
+                reply: list[str] = []
                 try:
                     for chunk in stream:
                         choice = chunk["choices"][0]
@@ -331,7 +337,9 @@ class LocalEngine(Engine):
                         text = choice["delta"].get("content")
                         if text:
                             run.tokens += 1
+                            reply.append(text)
                             yield text
+                    run.completion_tokens = self._text_tokens("".join(reply))
                 finally:
                     # Ends llama-cpp's token loop now, not whenever the stream is collected.
                     stream.close()
@@ -345,7 +353,13 @@ class LocalEngine(Engine):
         finally:
             run.ended_at = time.monotonic()
             run.finished.set()
-        return run.outcome
+        return Finish(
+            run.outcome, prompt_tokens=run.prompt_tokens, completion_tokens=run.completion_tokens
+        )
+
+    def _text_tokens(self, text: str) -> int:
+        """How many of the model's tokens ``text`` is (no BOS; markers in it read as text)."""
+        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def _prompt_token_ids(self, messages: list[dict[str, str]]) -> list[int] | None:
         """The tokens llama-cpp-python's chat handler evaluates for ``messages``; None when the

@@ -25,9 +25,14 @@ Mapping of a request onto the engine:
 - ``n`` must be 1; ``top_p``, ``user`` and penalties are checked for type, then ignored;
   other fields (``seed``, ``tools``, ...) are ignored.
 
-``usage`` counts are approximate: ``completion_tokens`` is the number of pieces the engine
-yielded (one per token for the local engine, one per word for echo), ``prompt_tokens`` the
-input's characters divided by four, rounded up, the usual rule of thumb for English text.
+``usage`` counts are the engine's own where it makes them (a
+:class:`~aivvm_magic.server.engine_base.Finish`): the local engine counts the prompt and the
+reply in the model's tokens, the echo engine counts word-sized pieces (its ``max_tokens``
+unit). An engine that counts nothing gets estimates: ``completion_tokens`` the number of
+pieces it yielded, ``prompt_tokens`` the input's characters divided by four, rounded up, the
+usual rule of thumb for English text. A stream reports them when the client asks
+(``stream_options.include_usage``): a last chunk with no choices and the ``usage``, before
+``[DONE]``, as OpenAI sends it.
 """
 
 from __future__ import annotations
@@ -325,15 +330,21 @@ class CompletionWriter:
         """Remember a piece of the reply (for the whole answer and the usage counts)."""
         self._text.append(text)
 
-    def usage(self) -> dict[str, int]:
-        """Approximate token counts; see the module docstring for how they are made."""
-        chat = self.request.chat
-        prompt_chars = chat.prompt + "".join(m["content"] for m in chat.messages)
-        prompt_tokens = _approximate_tokens(prompt_chars)
+    def usage(self, finish: str = "stop") -> dict[str, int]:
+        """The token counts: the engine's, where its ``finish`` carries them, else estimates
+        (see the module docstring for how they are made)."""
+        prompt_tokens = getattr(finish, "prompt_tokens", None)
+        if prompt_tokens is None:
+            chat = self.request.chat
+            prompt_chars = chat.prompt + "".join(m["content"] for m in chat.messages)
+            prompt_tokens = _approximate_tokens(prompt_chars)
+        completion_tokens = getattr(finish, "completion_tokens", None)
+        if completion_tokens is None:
+            completion_tokens = len(self._text)
         return {
             "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(self._text),
-            "total_tokens": prompt_tokens + len(self._text),
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
         }
 
     def _chunk(
@@ -367,7 +378,7 @@ class CompletionWriter:
         events = [_sse(self._chunk({}, finish_reason))]
         if self.request.include_usage:
             usage_chunk = self._chunk({}, None, choices=False)
-            usage_chunk["usage"] = self.usage()
+            usage_chunk["usage"] = self.usage(finish_reason)
             events.append(_sse(usage_chunk))
         events.append("data: [DONE]\n\n")
         return "".join(events)
@@ -393,7 +404,7 @@ class CompletionWriter:
                     "finish_reason": finish_reason,
                 }
             ],
-            "usage": self.usage(),
+            "usage": self.usage(finish_reason),
         }
 
 
