@@ -267,7 +267,7 @@ class AivvmMagics(Magics, Settings):
         if not stream:
             display.start(runner.buffer, live=False)
             display.append(outcome.text)
-        display.finish(complete=outcome.complete, note=outcome.status_note)
+        display.finish(complete=outcome.complete, note=outcome.status_note, usage=outcome.usage)
         if output and outcome.text:
             self.shell.user_ns[output] = outcome.text
         if isinstance(outcome.error, KeyboardInterrupt):

@@ -10,17 +10,20 @@ is lost. No IPython here.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import protocol
 from .conversation import Conversation, PendingReply, Turn
+from .conversation.turn import utc_now
 from .errors import one_line
 from .providers import EmptyReply, StreamingReply, get_provider
 from .providers.transport import RetryCallback
 from .reply_buffer import ReplyBuffer
 from .request_options import RequestOptions
+from .token_usage import TokenUsage
 
 if TYPE_CHECKING:
     from .replay import Replay
@@ -66,6 +69,12 @@ class TurnOutcome:
     #: The server's cap on a reply's tokens, when the reply is about that long: it may have
     #: been stopped there, though nothing said so.
     near_cap: int | None = None
+    #: The tokens the server says the request and the reply took; None where it did not say.
+    usage: TokenUsage | None = None
+    #: When the turn began (ISO-8601, UTC) and how many seconds it took: the recorded turn's,
+    #: or for a turn not recorded, the request's.
+    started: str = ""
+    duration: float = 0.0
 
     @property
     def note(self) -> str:
@@ -174,7 +183,13 @@ class TurnRunner:
                     system=self.settings.system,
                     complete=outcome.complete,
                     error=outcome.note or None,
+                    provider=self.settings.provider,
+                    finish_reason=outcome.finish_reason,
+                    usage=outcome.usage,
                 )
+                # One start time and duration for the turn, wherever it is shown.
+                outcome.started = outcome.turn.started
+                outcome.duration = outcome.turn.duration
         return outcome
 
     def _stream(
@@ -187,7 +202,8 @@ class TurnRunner:
     ) -> TurnOutcome:
         s = self.settings
         self.messages = messages
-        outcome = TurnOutcome()
+        outcome = TurnOutcome(started=utc_now())
+        clock = time.monotonic()
         try:
             provider = get_provider(s.provider)
             if s.replay is not None:
@@ -238,9 +254,12 @@ class TurnRunner:
         finally:
             reply = self._reply
             outcome.text = self.buffer.text()
-            outcome.finish_reason = reply.finish_reason if reply is not None else None
-            if reply is not None and reply.near_cap:
-                outcome.near_cap = reply.token_cap
+            outcome.duration = round(time.monotonic() - clock, 3)
+            if reply is not None:
+                outcome.finish_reason = reply.finish_reason
+                outcome.usage = reply.usage
+                if reply.near_cap:
+                    outcome.near_cap = reply.token_cap
             # The stream is over (stop() has nothing left to end): let the reply go.
             self._reply = None
         return outcome

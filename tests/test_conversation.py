@@ -537,7 +537,7 @@ def test_the_json_export_is_the_dict(tmp_path):
     conversation.export_json(tmp_path / "chat.json")
     data = json.loads((tmp_path / "chat.json").read_text(encoding="utf-8"))
     assert data == conversation.to_dict()
-    assert data["format"] == "aivvm-conversation" and data["version"] == 1
+    assert data["format"] == "aivvm-conversation" and data["version"] == 2
 
 
 def test_export_and_load_refuse_unknown_extensions(tmp_path):
@@ -592,7 +592,7 @@ conversations = st.builds(
     lambda name, system, turns: Conversation.from_dict(
         {
             "format": "aivvm-conversation",
-            "version": 1,
+            "version": 2,
             "name": name,
             "system": system,
             "turns": [turn.to_dict() for turn in turns],
@@ -734,7 +734,7 @@ NOTEBOOK = json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cell
         ("chat.json", NOTEBOOK.encode(), "a Jupyter notebook, not an aivvm conversation"),
         ("chat.json", bytes(range(256)) * 4, "not UTF-8 text"),
         ("chat.md", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "not UTF-8 text"),
-        ("chat.json", with_changes(version=2), "unsupported version 2"),
+        ("chat.json", with_changes(version=3), "unsupported version 3"),
         ("chat.json", with_changes(version="1"), "unsupported version '1'"),
         ("chat.json", with_changes(version=True), "unsupported version True"),
         ("chat.json", with_changes(format="other"), "not an aivvm conversation"),
@@ -750,8 +750,8 @@ NOTEBOOK = json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cell
         ("chat.md", NOTEBOOK.encode(), "no aivvm:conversation marker"),
         (
             "chat.md",
-            markdown_export(lambda t: t.replace('"version": 1', '"version": 2', 1)),
-            "unsupported version 2",
+            markdown_export(lambda t: t.replace('"version": 2', '"version": 3', 1)),
+            "unsupported version 3",
         ),
         (
             "chat.md",

@@ -4,7 +4,7 @@ Everything here works on the plain data of :meth:`Conversation.to_dict`, so it n
 conversation object. Both formats round-trip exactly: what :func:`write_json` and
 :func:`write_markdown` write, :func:`read` reads back unchanged, for any text. Writes go to a
 temporary file beside the target, which replaces it only once complete, so a crash mid-write
-leaves the old file. Standard library only.
+leaves the old file. The standard library and :mod:`aivvm_magic.token_usage` only.
 """
 
 from __future__ import annotations
@@ -18,10 +18,15 @@ import stat
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, TextIO
 
+from ..token_usage import TokenUsage
+
 #: The ``"format"`` value of an exported conversation.
 FORMAT = "aivvm-conversation"
-#: The export format version this module writes and reads.
-VERSION = 1
+#: The export format version this module writes. Version 2 added each turn's provider, finish
+#: reason and token counts; version 1 files are still read (those fields then are None).
+VERSION = 2
+#: The versions it reads.
+READABLE_VERSIONS = (1, 2)
 #: The fast one-shot JSON encoder (json.dump with an indent runs the slow pure-Python one).
 JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 
@@ -44,7 +49,9 @@ def json_kind(value: object) -> str:
     return f"a {type_name(value)}"
 
 
-def check_format_and_version(data: Mapping[str, Any]) -> None:
+def check_format_and_version(data: Mapping[str, Any]) -> int:
+    """The export format version of ``data``; ConversationFormatError unless it is one this
+    module reads."""
     if data.get("format") != FORMAT:
         if "nbformat" in data and "cells" in data:
             raise ConversationFormatError("a Jupyter notebook, not an aivvm conversation")
@@ -52,10 +59,12 @@ def check_format_and_version(data: Mapping[str, Any]) -> None:
             f'not an aivvm conversation (no "format": "{FORMAT}" at the top)'
         )
     version = data.get("version")
-    if type(version) is not int or version != VERSION:
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        readable = " and ".join(map(str, READABLE_VERSIONS))
         raise ConversationFormatError(
-            f"unsupported version {version!r}; this aivvm_magic reads version {VERSION}"
+            f"unsupported version {version!r}; this aivvm_magic reads versions {readable}"
         )
+    return version
 
 
 def format_of(path: str | os.PathLike[str]) -> Literal["json", "md"]:
@@ -206,13 +215,18 @@ def _md_inline(text: str) -> str:
 
 def _md_summary(turn: Mapping[str, Any]) -> str:
     where = f"cell {_md_inline(turn['cell_id'])}" if turn["cell_id"] else turn["source"]
+    provider = f" via {_md_inline(turn['provider'])}" if turn.get("provider") else ""
     parts = [
-        f"Model: {_md_inline(turn['model'])}",
+        f"Model: {_md_inline(turn['model'])}{provider}",
         f"temperature {turn['temperature']:g}",
         f"started {_md_inline(turn['started'])}",
         f"{turn['duration']:.1f} s",
         f"from {where}",
     ]
+    # A turn's counts have the names of OpenAI's usage object.
+    usage = TokenUsage.from_openai(turn)
+    if usage is not None:
+        parts.append(usage.summary())
     if not turn["complete"]:
         reason = f": {_md_inline(turn['error'])}" if turn["error"] else ""
         parts.append(f"**partial reply**{reason}")

@@ -390,7 +390,7 @@ class Conversation:
             raise ConversationFormatError(
                 f"not an aivvm conversation (the top level is {json_kind(data)}, not an object)"
             )
-        files.check_format_and_version(data)
+        version = files.check_format_and_version(data)
         unknown = [key for key in data if key not in _CONVERSATION_KEYS]
         if unknown:
             raise ConversationFormatError(f"unknown key(s) {', '.join(map(repr, unknown))}")
@@ -407,7 +407,7 @@ class Conversation:
         turns = []
         for number, raw in enumerate(raw_turns, 1):
             try:
-                turns.append(Turn.from_dict(raw))
+                turns.append(Turn.from_dict(raw, version))
             except ConversationFormatError as exc:
                 raise ConversationFormatError(f"turn {number}: {exc}") from None
         return cls.from_turns(name, turns, system)

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from ..reply_buffer import ReplyBuffer
+from ..token_usage import TokenUsage
 from .files import type_name
 from .turn import Turn, utc_now
 
@@ -87,8 +88,12 @@ class PendingReply:
         system: str,
         complete: bool = True,
         error: str | None = None,
+        provider: str | None = None,
+        finish_reason: str | None = None,
+        usage: TokenUsage | None = None,
     ) -> Turn:
-        """Record the reply received so far as a turn (partial unless ``complete``)."""
+        """Record the reply received so far as a turn (partial unless ``complete``), with how
+        it was asked and how it ended, where known."""
         if self.turn is not None:
             raise RuntimeError("this reply was already recorded")
         turn = Turn(
@@ -103,6 +108,10 @@ class PendingReply:
             source=self.source,
             cell_id=self.cell_id,
             error=error,
+            provider=provider,
+            finish_reason=finish_reason,
+            prompt_tokens=usage.prompt_tokens if usage is not None else None,
+            completion_tokens=usage.completion_tokens if usage is not None else None,
         )
         # Recorded before the listeners hear of it, so that they see ``recorded`` is true.
         self.turn = turn

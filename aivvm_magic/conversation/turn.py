@@ -1,7 +1,7 @@
 """One exchange of a conversation: the :class:`Turn` record, checked on construction.
 
 A turn is immutable and every field is validated when it is made, so any turn that exists can
-be exported and read back. Standard library only.
+be exported and read back. The standard library and :mod:`aivvm_magic.token_usage` only.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .files import ConversationFormatError, type_name
+from ..token_usage import TokenUsage
+from .files import VERSION, ConversationFormatError, type_name
 
 __all__ = ["SOURCES", "Turn", "utc_now"]
 
@@ -54,6 +55,14 @@ def _require_number(name: str, value: object) -> float:
     if not math.isfinite(number):
         raise ValueError(f"field {name!r} must be a finite number, not {value!r}")
     return number
+
+
+def _require_count(name: str, value: object) -> None:
+    if value is None or (type(value) is int and value >= 0):
+        return
+    if type(value) is int:
+        raise ValueError(f"field {name!r} must not be negative, not {value!r}")
+    raise TypeError(f"field {name!r} must be a whole number or null, not {type_name(value)}")
 
 
 def _parse_utc_offset_time(text: str) -> datetime:
@@ -102,12 +111,24 @@ class Turn:
     cell_id: str | None = None
     #: Why the reply is incomplete, in a few words; None for a complete turn.
     error: str | None = None
+    #: The provider that asked (``"aivvm"``, ``"openai"``); None in turns recorded before
+    #: turns said (export format version 1).
+    provider: str | None = None
+    #: How the server said the reply ended (``"stop"``, ``"length"``); None where it did not
+    #: say.
+    finish_reason: str | None = None
+    #: The tokens of the request and of the reply, as the server counted them; None where it
+    #: did not say.
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("prompt", "reply", "model", "system", "started", "source"):
             _require_str(name, getattr(self, name))
-        _require_str("cell_id", self.cell_id, optional=True)
-        _require_str("error", self.error, optional=True)
+        for name in ("cell_id", "error", "provider", "finish_reason"):
+            _require_str(name, getattr(self, name), optional=True)
+        for name in ("prompt_tokens", "completion_tokens"):
+            _require_count(name, getattr(self, name))
         for name in ("temperature", "duration"):
             value = getattr(self, name)
             if type(value) is not float or not math.isfinite(value):
@@ -144,21 +165,33 @@ class Turn:
             "source": self.source,
             "cell_id": self.cell_id,
             "error": self.error,
+            "provider": self.provider,
+            "finish_reason": self.finish_reason,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
         }
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Turn:
-        """The turn ``data`` describes; :class:`ConversationFormatError` if it is not valid.
+    @property
+    def usage(self) -> TokenUsage:
+        """The turn's token counts (either may be None)."""
+        return TokenUsage(self.prompt_tokens, self.completion_tokens)
 
-        ``cell_id`` and ``error`` may be missing (they default to None); every other field is
-        required and unknown keys are refused, so a typo cannot silently lose information.
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], version: int = VERSION) -> Turn:
+        """The turn ``data`` describes, as export format ``version`` writes it;
+        :class:`ConversationFormatError` if it is not valid.
+
+        ``cell_id``, ``error`` and the fields version 2 added may be missing (they default to
+        None); every other field is required and unknown keys are refused (a version 1 turn
+        knows none of version 2's), so a typo cannot silently lose information.
         """
         if not isinstance(data, Mapping):
             raise ConversationFormatError(f"a turn must be an object, not {type_name(data)}")
         missing = [name for name in _REQUIRED_TURN_FIELDS if name not in data]
         if missing:
             raise ConversationFormatError(f"turn is missing {', '.join(map(repr, missing))}")
-        unknown = [key for key in data if key not in _TURN_FIELD_NAMES]
+        known = _TURN_FIELD_NAMES if version >= 2 else _TURN_FIELD_NAMES - _VERSION_2_FIELDS
+        unknown = [key for key in data if key not in known]
         if unknown:
             raise ConversationFormatError(
                 f"turn has unknown key(s) {', '.join(map(repr, unknown))}"
@@ -171,6 +204,7 @@ class Turn:
 
 _TURN_FIELDS = dataclasses.fields(Turn)
 _TURN_FIELD_NAMES = frozenset(field.name for field in _TURN_FIELDS)
+_VERSION_2_FIELDS = frozenset({"provider", "finish_reason", "prompt_tokens", "completion_tokens"})
 _REQUIRED_TURN_FIELDS = tuple(
     field.name for field in _TURN_FIELDS if field.default is dataclasses.MISSING
 )

@@ -15,6 +15,7 @@ import time
 from typing import Any, TextIO
 
 from ..reply_buffer import ReplyBuffer
+from ..token_usage import TokenUsage
 from .incremental import MarkdownStream
 from .loop import MIN_INTERVAL, TICK, RenderLoop
 from .replies import (
@@ -168,10 +169,17 @@ class StreamingDisplay:
 
     # -- the end ------------------------------------------------------------------------
 
-    def finish(self, *, complete: bool, note: str = "") -> None:
+    def finish(
+        self,
+        *,
+        complete: bool,
+        note: str = "",
+        usage: TokenUsage | None = None,
+    ) -> None:
         """Stop live updates and leave the final static bundle in the output.
 
         ``complete=False`` marks the reply as partial; ``note`` says why (shown in the status).
+        ``usage`` adds the tokens to the status line.
         """
         stuck = False
         if self._widget is not None:
@@ -194,6 +202,7 @@ class StreamingDisplay:
             chars=len(text),
             state=state,
             note=note,
+            usage=usage,
         )
         if self.mode != "widget":
             if text and not text.endswith("\n"):

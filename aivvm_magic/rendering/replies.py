@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 
+from ..token_usage import TokenUsage
 from .incremental import MarkdownStream, plain_tail
 from .markdown import render_markdown, render_text
 
@@ -57,10 +58,19 @@ def live_reply_html(text: str, fmt: str, markdown: MarkdownStream | None) -> str
 
 
 def format_status(
-    *, model: str, target: str, elapsed: float, chars: int, state: str, note: str = ""
+    *,
+    model: str,
+    target: str,
+    elapsed: float,
+    chars: int,
+    state: str,
+    note: str = "",
+    usage: TokenUsage | None = None,
 ) -> str:
-    """The one-line status under a reply: model, target, elapsed time, characters, state."""
-    parts = [model, target, f"{elapsed:.1f} s", f"{chars:,} chars"]
+    """The one-line status under a reply: model, target, elapsed time, characters, the tokens
+    where the server counted them, state."""
+    tokens = usage.summary() if usage is not None else ""
+    parts = [model, target, f"{elapsed:.1f} s", f"{chars:,} chars", tokens]
     line = " · ".join(p for p in parts if p)
     if state:
         line = f"{state} · {line}"

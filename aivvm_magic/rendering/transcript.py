@@ -38,14 +38,17 @@ def incomplete_mark(turn: Turn) -> str:
 
 
 def turns_text(turns: Sequence[Turn]) -> str:
-    """The turns as numbered plain text, with each turn's model and start time."""
+    """The turns as numbered plain text, with each turn's model and start time, and the
+    tokens of each reply where the server counted them."""
     parts = []
     for number, turn in enumerate(turns, 1):
         mark = incomplete_mark(turn)
         mark = f" [{mark}]" if mark else ""
+        tokens = turn.usage.summary()
+        tokens = f" ({tokens})" if tokens else ""
         parts.append(
             f"[{number}] You ({turn.model}, {turn.started}):\n{turn.prompt}\n\n"
-            f"[{number}] Assistant{mark}:\n{turn.reply}\n\n"
+            f"[{number}] Assistant{tokens}{mark}:\n{turn.reply}\n\n"
         )
     return "".join(parts)
 
