@@ -225,18 +225,21 @@ class AivvmMagics(Magics, Settings):
         """Run one turn on conversation ``chat``, show it live, and return the reply text.
 
         The request is kept for ``%aivvm last``, with ``parts``: what context the prompt
-        carries, ``(label, characters)`` each.
+        carries, ``(label, characters)`` each. The final output carries the reply's provenance
+        in its metadata.
 
         Raises :class:`AivvmError` (one short line) when the reply failed or was cut short,
         after showing and recording what did arrive; re-raises ``KeyboardInterrupt``.
         """
+        from .provenance import public_target, reply_provenance
         from .rendering.display import StreamingDisplay
         from .turns import TurnRunner
 
         mode = "widget" if self._use_widgets() else "text"
+        target = public_target(target or settings.base_url)
         display = StreamingDisplay(
             model=settings.model,
-            target=target or settings.base_url,
+            target=target,
             fmt=fmt,
             mode=mode,
             loop=self.session.render_loop,
@@ -267,7 +270,12 @@ class AivvmMagics(Magics, Settings):
         if not stream:
             display.start(runner.buffer, live=False)
             display.append(outcome.text)
-        display.finish(complete=outcome.complete, note=outcome.status_note, usage=outcome.usage)
+        display.finish(
+            complete=outcome.complete,
+            note=outcome.status_note,
+            usage=outcome.usage,
+            metadata=reply_provenance(outcome, settings, target=target, fmt=fmt),
+        )
         if output and outcome.text:
             self.shell.user_ns[output] = outcome.text
         if isinstance(outcome.error, KeyboardInterrupt):

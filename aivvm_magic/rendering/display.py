@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 from ..reply_buffer import ReplyBuffer
@@ -175,11 +176,13 @@ class StreamingDisplay:
         complete: bool,
         note: str = "",
         usage: TokenUsage | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         """Stop live updates and leave the final static bundle in the output.
 
         ``complete=False`` marks the reply as partial; ``note`` says why (shown in the status).
-        ``usage`` adds the tokens to the status line.
+        ``usage`` adds the tokens to the status line; ``metadata`` goes with the bundle, into
+        the output's ``metadata`` in a saved notebook (the reply's provenance).
         """
         stuck = False
         if self._widget is not None:
@@ -219,12 +222,13 @@ class StreamingDisplay:
             bundle["text/html"] = reply_html(self._final_html(text), status, warn=not complete)
         elif complete:
             bundle["text/plain"] = f"{text}\n[{status}]"
+        extra = {"metadata": dict(metadata)} if metadata else {}
         if self._handle is None:  # finished before the render loop showed the widget
             from IPython.display import display
 
-            display(bundle, raw=True)
+            display(bundle, raw=True, **extra)
         else:
-            self._handle.update(bundle, raw=True)
+            self._handle.update(bundle, raw=True, **extra)
         self.updates += 1
         # The live widget is no longer shown anywhere: it waits, cleared, for the next reply.
         if self._widget is None:
