@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -100,7 +101,7 @@ class AivvmMagics(Magics, Settings):
 
     @magic_arguments()
     @argument("-p", "--provider", help="Provider: aivvm (default) or openai.")
-    @argument("-m", "--model", help="Model id (default: AivvmMagics.model).")
+    @argument("-m", "--model", help="Model id or alias (default: AivvmMagics.model).")
     @argument("-t", "--temperature", type=float, help="Sampling temperature, 0 to 2.")
     @argument("-s", "--system", help="System message for this cell (quote it).")
     @argument("-c", "--chat", default="default", help="Named conversation to use.")
@@ -160,7 +161,6 @@ class AivvmMagics(Magics, Settings):
                 normalise_base_url(args.base_url)
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
-        provider_name = args.provider or self.provider
         temperature = self.temperature if args.temperature is None else args.temperature
         if not 0.0 <= temperature <= 2.0:
             raise UsageError(f"Temperature must be between 0 and 2, not {temperature:g}")
@@ -173,21 +173,26 @@ class AivvmMagics(Magics, Settings):
         scrub = self.notebook.scrubber(self)
         if not args.no_interpolate:
             prompt = interpolate(prompt, self.shell.user_ns, self.notebook.value_text(self, scrub))
-        base_url, target = self.target(args.base_url, provider_name)
         try:
-            # An id outside the table may be one the server lists; it is asked then.
-            model = get_provider(provider_name).validate_model(
-                args.model or self.model, base_url, self.key_for(provider_name)
+            # A model that is an alias brings its provider and endpoint.
+            settings = self.settings(
+                model=args.model,
+                temperature=temperature,
+                system=args.system,
+                base_url=args.base_url,
+                provider=args.provider,
             )
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        settings = self.settings(
-            model=model,
-            temperature=temperature,
-            system=args.system,
-            base_url=base_url,
-            provider=provider_name,
-        )
+        base_url, target = self.target(settings.base_url or None, settings.provider)
+        try:
+            # An id outside the table may be one the server lists; it is asked then.
+            model = get_provider(settings.provider).validate_model(
+                settings.model, base_url, settings.key
+            )
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        settings = replace(settings, model=model, base_url=base_url)
         prompt, parts = self.notebook.add_context(
             prompt, settings, self, scrub, error=args.error, cells=args.cells, outputs=args.outputs
         )

@@ -12,7 +12,7 @@ Examples
 --------
 A saved output's ``metadata``::
 
-    {"aivvm": {"model": "gpt-4", "provider": "openai",
+    {"aivvm": {"model": "gpt-4", "provider": "openai", "alias": null,
                "target": "http://127.0.0.1:8000/v1", "temperature": 0.2,
                "started": "2024-05-01T10:00:00.123+00:00", "duration": 0.42,
                "characters": 118, "usage": {"prompt_tokens": 31, "completion_tokens": 25,
@@ -62,6 +62,7 @@ def reply_provenance(
         PROVENANCE_KEY: {
             "model": settings.model,
             "provider": settings.provider,
+            "alias": settings.alias or None,
             "target": public_target(target),
             "temperature": settings.temperature,
             "started": outcome.started,

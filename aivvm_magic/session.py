@@ -28,10 +28,12 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from . import embedded
+from .aliases import Alias, parse_aliases
 from .conversation import Conversation, ConversationStore
 from .conversation.database import HistoryUnavailable
 from .errors import AivvmError, one_line
 from .rendering.loop import RenderLoop
+from .secret_types import hidden
 from .session_history import SessionHistory
 from .settings import Settings
 from .worker import Worker
@@ -99,9 +101,15 @@ class Session:
         suffix = "/v1" if (provider or settings.provider) == "openai" else ""
         return server.url + suffix, embedded.describe(server)
 
+    def aliases(self) -> dict[str, Alias]:
+        """The configured aliases (``AivvmMagics.aliases``), by name."""
+        return parse_aliases(self.settings.aliases)
+
     def request_settings(self, **overrides: Any) -> TurnSettings:
         """The settings of one request: the session's, with ``overrides`` that are not None.
 
+        A model that is an alias brings its provider, model and endpoint (and says where its
+        key is); a provider or base URL given that the alias sets otherwise is a ValueError.
         The key is the one for the request's provider, so that a key for one service never
         goes to another.
         """
@@ -119,7 +127,11 @@ class Session:
             "retries": settings.retries,
             "history_limit": settings.history_limit,
         }
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values.update(given)
+        alias = self.aliases().get(values["model"])
+        if alias is not None:
+            values.update(self._alias_values(alias, given))
         values.setdefault("key", settings.key_for(values["provider"]))
         values.setdefault("replay", self.replay())
         return TurnSettings(**values)
@@ -168,6 +180,30 @@ class Session:
         conversation.replace_with(Conversation.from_turns(conversation.name, turns, logged.system))
         self.history.log.bind(conversation, logged.id, database)
         return conversation
+
+    def _alias_values(self, alias: Alias, given: dict[str, Any]) -> dict[str, Any]:
+        """What ``alias`` sets of a request's settings: its model, name, and what it names of
+        provider, endpoint and key."""
+        values: dict[str, Any] = {"model": alias.model, "alias": alias.name}
+        for field in ("provider", "base_url"):
+            mine = getattr(alias, field)
+            if not mine:
+                continue
+            if given.get(field) not in (None, mine):
+                what = "provider" if field == "provider" else "base URL"
+                raise ValueError(
+                    f"{alias.name!r} is an alias with its own {what} ({mine}); give no other "
+                    "with it, or use a model id"
+                )
+            values[field] = mine
+        if alias.key_env:
+            values["key"] = hidden(os.environ.get(alias.key_env, ""))
+        elif alias.key_from:
+            values["key"] = getattr(self.settings, alias.key_from)
+        elif alias.base_url:
+            # An endpoint of its own gets no key it did not name.
+            values["key"] = hidden("")
+        return values
 
     def __repr__(self) -> str:
         return f"<Session {self.chats.names()!r}>"

@@ -13,9 +13,21 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from traitlets import Bool, CaselessStrEnum, Float, HasTraits, Int, Unicode, default
+from traitlets import (
+    Bool,
+    CaselessStrEnum,
+    Dict,
+    Float,
+    HasTraits,
+    Int,
+    TraitError,
+    Unicode,
+    default,
+    validate,
+)
 
 from . import protocol
+from .aliases import parse_aliases
 from .request_options import RequestOptions
 from .secret_types import SecretStr, hidden
 
@@ -137,6 +149,22 @@ class Settings(HasTraits):
         "server (a request it lacks fails); record asks the server and records each whole "
         "reply; off leaves the record alone. Seeded by $AIVVM_REPLAY_MODE, else replay.",
     ).tag(config=True)
+
+    aliases = Dict(
+        help="Names for a provider, model and endpoint together, usable wherever a model id "
+        'is: {"local": {"provider": "openai", "model": "smollm2", "base_url": '
+        '"http://127.0.0.1:8000/v1", "key_from": "env:LOCAL_KEY"}}. key_from names where the '
+        "key is (env:NAME, api_key or openai_api_key); an alias with a base_url sends no "
+        "other key. See %aivvm alias."
+    ).tag(config=True)
+
+    @validate("aliases")
+    def _check_aliases(self, proposal: Any) -> dict[str, dict[str, str]]:
+        try:
+            found = parse_aliases(proposal["value"])
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+        return {name: alias.to_config() for name, alias in found.items()}
 
     @default("model")
     def _model_default(self) -> str:

@@ -53,6 +53,8 @@ class TurnSettings:
     history_limit: int = 0
     #: Recorded replies to answer from, or to record into (``AivvmMagics.replay_path``).
     replay: Replay | None = field(default=None, repr=False, compare=False)
+    #: The alias the model was asked by (``-m local``), ``""`` when none was.
+    alias: str = ""
 
 
 @dataclass

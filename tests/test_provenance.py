@@ -26,6 +26,7 @@ from tests.test_secrets import assert_absent
 KEYS = {
     "model",
     "provider",
+    "alias",
     "target",
     "temperature",
     "started",
@@ -73,6 +74,7 @@ def test_an_openai_reply_carries_everything_and_its_tokens(widget_shell, referen
     assert provenance == {
         "model": "gpt-4",
         "provider": "openai",
+        "alias": None,
         "target": f"{reference.url}/v1",
         "temperature": 0.2,
         "started": turn.started,

@@ -101,4 +101,4 @@ def run(magics: Any, line: str) -> Any:
 
 
 # Importing the modules registers their commands, in this order.
-from . import server, conversations, log, views, context  # noqa: E402, F401, I001
+from . import server, conversations, log, alias, views, context  # noqa: E402, F401, I001

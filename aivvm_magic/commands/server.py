@@ -14,16 +14,19 @@ from . import chat_option, command
 @chat_option
 def status(magics: Any, args: Any) -> None:
     """Where requests go, with which settings, and the conversations so far."""
-    base_url, target = magics.target(provider=magics.provider)
+    # The model may be an alias, which says where requests go and with which key.
+    settings = magics.settings()
+    base_url, target = magics.target(settings.base_url or None, settings.provider)
     conversation = magics.chats.get(args.chat)
+    model = f"{settings.model} (alias {settings.alias})" if settings.alias else settings.model
     lines = [
         f"Target:       {target}" + (f" ({base_url})" if base_url else ""),
-        f"Provider:     {magics.provider}",
-        f"Model:        {magics.model}",
+        f"Provider:     {settings.provider}",
+        f"Model:        {model}",
         f"Temperature:  {magics.temperature:g}",
         f"Conversation: {args.chat}, {len(conversation)} turns",
         f"Chats:        {', '.join(magics.chats.names()) or '(none)'}",
-        f"API key:      {'set' if magics.key_for(magics.provider) else 'not set'}",
+        f"API key:      {'set' if settings.key else 'not set'}",
     ]
     print("\n".join(lines))
 

@@ -213,7 +213,7 @@ class ChatPanel(PanelLayout):
             return []
 
     def refresh_models(self) -> list[str]:
-        """Fill the model list from the server's model listing; return the model ids.
+        """Fill the model list with the aliases and the server's model listing; return them.
 
         Falls back to the built-in table when the server cannot say, and the status line says
         so, and why. The panel calls this once, in the background, when it is built.
@@ -227,6 +227,8 @@ class ChatPanel(PanelLayout):
             return []
         found = get_provider(provider).list_models(base_url, key=str(settings.key_for(provider)))
         ids = [m["id"] for m in found if isinstance(m.get("id"), str)]
+        # The aliases first: each names a model (and where it is) as well as an id does.
+        ids = list(dict.fromkeys([*self._session.aliases(), *ids]))
         self._view.models_found(ids)
         if found.builtin:
             self._say(f"built-in model list: {found.reason}", warn=True)

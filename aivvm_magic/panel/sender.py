@@ -122,7 +122,10 @@ class Sender:
         return job.outcome
 
     def _run(self, job: Job) -> None:
-        base_url, job.target = self._session.target()
+        # Where the message's own settings say (an alias names its provider and endpoint).
+        base_url, job.target = self._session.target(
+            job.settings.base_url or None, job.settings.provider
+        )
         runner = TurnRunner(
             job.conversation,
             job.prompt,
