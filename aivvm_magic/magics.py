@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 # The provider (requests), the renderer (markdown, nh3) and the widgets are imported inside the
 # methods that use them, so that ``%load_ext aivvm_magic`` adds little to kernel start-up.
 
-FORMATS = ("markdown", "text", "code")
+#: The display formats (:mod:`aivvm_magic.rendering.formats` renders the last three).
+FORMATS = ("markdown", "text", "code", "html", "math", "json")
 
 
 _CODE_BLOCK = re.compile(r"^(`{3,}|~{3,})[^\n]*\n(.*?)^\1[ \t]*$", re.DOTALL | re.MULTILINE)
@@ -41,6 +42,17 @@ def first_code_block(text: str) -> str | None:
     """The body of the first fenced code block in ``text``, or None."""
     match = _CODE_BLOCK.search(text)
     return match.group(2).rstrip("\n") if match else None
+
+
+def json_value(text: str) -> tuple[Any, str]:
+    """The value of a ``-f json`` reply (what ``-o VAR`` receives) and ``""``; or None and why
+    the reply is not JSON."""
+    from .rendering.formats import NotJSON, parse_json_reply
+
+    try:
+        return parse_json_reply(text), ""
+    except NotJSON as exc:
+        return None, str(exc)
 
 
 @magics_class
@@ -109,7 +121,9 @@ class AivvmMagics(Magics, Settings):
     @argument(
         "--no-history", action="store_true", help="A one-off question: no history, not recorded."
     )
-    @argument("-o", "--output", metavar="VAR", help="Also store the reply (a str) in VAR.")
+    @argument(
+        "-o", "--output", metavar="VAR", help="Also store the reply (a str; -f json: its value)."
+    )
     @argument("--no-stream", action="store_true", help="Show the reply only when complete.")
     @argument("--base-url", metavar="URL", help="Server for this cell.")
     @argument(
@@ -117,7 +131,8 @@ class AivvmMagics(Magics, Settings):
         "--format",
         choices=FORMATS,
         default="markdown",
-        help="markdown (default), text, or code: put the first code block in a new cell.",
+        help="markdown (default), text, code (the first code block goes into a new cell), "
+        "html (sanitised), math (LaTeX), or json (validated; -o gets the parsed value).",
     )
     @argument("--no-interpolate", action="store_true", help="Send {name} references as written.")
     @argument(
@@ -234,7 +249,8 @@ class AivvmMagics(Magics, Settings):
         in its metadata.
 
         Raises :class:`AivvmError` (one short line) when the reply failed or was cut short,
-        after showing and recording what did arrive; re-raises ``KeyboardInterrupt``.
+        after showing and recording what did arrive, or when a ``json`` reply is not JSON;
+        re-raises ``KeyboardInterrupt``.
         """
         from .provenance import public_target, reply_provenance
         from .rendering.display import StreamingDisplay
@@ -275,20 +291,27 @@ class AivvmMagics(Magics, Settings):
         if not stream:
             display.start(runner.buffer, live=False)
             display.append(outcome.text)
+        value, not_value = outcome.text, ""
+        if fmt == "json" and outcome.complete:
+            value, not_value = json_value(outcome.text)
         display.finish(
             complete=outcome.complete,
-            note=outcome.status_note,
+            note=not_value or outcome.status_note,
             usage=outcome.usage,
             metadata=reply_provenance(outcome, settings, target=target, fmt=fmt),
         )
-        if output and outcome.text:
-            self.shell.user_ns[output] = outcome.text
+        # Part of a JSON reply has no value; part of any other is still text.
+        if output and outcome.text and not not_value and (outcome.complete or fmt != "json"):
+            self.shell.user_ns[output] = value
         if isinstance(outcome.error, KeyboardInterrupt):
             raise outcome.error
         if outcome.error is not None:
             if isinstance(outcome.error, Exception):
                 raise AivvmError(outcome.note) from None
             raise outcome.error
+        if not_value:
+            kept = f"; {output} was not set" if output else ""
+            raise AivvmError(f"{not_value}{kept}")
         if fmt == "code":
             code = first_code_block(outcome.text)
             if code is not None:

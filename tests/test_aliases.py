@@ -9,13 +9,13 @@ import json
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.utils.capture import capture_output
 from traitlets import TraitError
 
 from aivvm_magic.aliases import Alias, parse_aliases
 from aivvm_magic.magics import magics_for
 from tests.conftest import CANARY
 from tests.faultserver import Reply, openai_sse
+from tests.outputkit import final_output
 from tests.test_secrets import assert_absent
 
 
@@ -50,10 +50,8 @@ def test_an_alias_is_usable_as_the_default_model(ip, magics, reference, capsys):
         "echo": {"provider": "openai", "model": "m", "base_url": reference.url + "/v1"}
     }
     ip.run_line_magic("config", 'AivvmMagics.model = "echo"')
-    magics.display_mode = "widget"
-    with capture_output() as captured:
-        ip.run_cell_magic("aivvm", "--no-stream", "by default")
-    provenance = captured.outputs[-1].metadata["aivvm"]
+    output, _ = final_output(ip, "", "by default")
+    provenance = output.metadata["aivvm"]
     assert provenance["alias"] == "echo" and provenance["model"] == "m"
     assert provenance["target"] == f"{reference.url}/v1" and provenance["usage"] is not None
     ip.run_line_magic("aivvm", "status")
@@ -178,14 +176,10 @@ def test_no_key_in_the_export_or_the_provenance(ip, magics, fault, tmp_path, mon
             "key_from": "env:AIVVM_TEST_ALIAS_KEY",
         }
     }
-    magics.display_mode = "widget"
     fault.enqueue(Reply(chunks=[openai_sse("ok")]))
-    with capture_output() as captured:
-        ip.run_cell_magic("aivvm", "--no-stream -m remote", "hi")
+    output, _ = final_output(ip, "-m remote", "hi")
     assert fault.requests[-1].headers["authorization"] == f"Bearer {CANARY}"
-    assert_absent(
-        "the output", json.dumps([captured.outputs[-1].data, captured.outputs[-1].metadata])
-    )
+    assert_absent("the output", json.dumps([output.data, output.metadata]))
     for name in ("chat.json", "chat.md"):
         ip.run_line_magic("aivvm", f"export {tmp_path / name}")
         assert_absent(name, (tmp_path / name).read_text())

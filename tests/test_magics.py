@@ -88,7 +88,7 @@ def test_help_lists_every_option(ip):
 
 @pytest.mark.parametrize(
     "line",
-    ["--bogus", "-t abc", "-t 3", "-m gpt-9", "-f html", "-o 1x", "extra words"],
+    ["--bogus", "-t abc", "-t 3", "-m gpt-9", "-f pdf", "-o 1x", "extra words"],
 )
 def test_bad_options_raise_a_one_line_usage_error(ip, reference, line):
     before = len(reference.requests)

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from ..reply_buffer import ReplyBuffer
 from ..token_usage import TokenUsage
+from .formats import MARKDOWN_FORMATS, format_mimetypes
 from .incremental import MarkdownStream
 from .loop import MIN_INTERVAL, TICK, RenderLoop
 from .replies import (
@@ -69,7 +70,7 @@ class StreamingDisplay:
         self._notice = ""
         self._clock = loop.clock if loop is not None else time.monotonic
         self._started = 0.0
-        self._markdown = MarkdownStream() if fmt != "text" else None
+        self._markdown = MarkdownStream() if fmt in MARKDOWN_FORMATS else None
         self._widget: Any = None
         self._handle: Any = None
         # What the last draw showed: chunks, notice and the time; -1 until the first draw.
@@ -220,6 +221,8 @@ class StreamingDisplay:
         # an HTML copy would only double the size of the notebook.
         if len(text) <= MARKDOWN_LIMIT:
             bundle["text/html"] = reply_html(self._final_html(text), status, warn=not complete)
+            if complete:
+                bundle.update(format_mimetypes(text, self.fmt))
         elif complete:
             bundle["text/plain"] = f"{text}\n[{status}]"
         extra = {"metadata": dict(metadata)} if metadata else {}

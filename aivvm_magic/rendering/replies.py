@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 
 from ..token_usage import TokenUsage
+from .formats import MARKDOWN_FORMATS, render_format
 from .incremental import MarkdownStream, plain_tail
 from .markdown import render_markdown, render_text
 
@@ -34,10 +35,12 @@ LIVE_TAIL = 20_000
 
 
 def render_reply(text: str, fmt: str) -> str:
-    """Safe HTML for ``text`` in the display format ``fmt`` (``markdown``, ``text``, ``code``)."""
+    """Safe HTML for ``text`` in the display format ``fmt`` (``markdown``, ``text``, ``code``,
+    or one of :mod:`.formats`: ``html``, ``math``, ``json``)."""
     if fmt == "text" or len(text) > MARKDOWN_LIMIT:
         return render_text(text)
-    return render_markdown(text)
+    formatted = render_format(text, fmt)
+    return formatted if formatted is not None else render_markdown(text)
 
 
 def render_live(text: str, fmt: str) -> str:
@@ -50,9 +53,9 @@ def render_live(text: str, fmt: str) -> str:
 
 def live_reply_html(text: str, fmt: str, markdown: MarkdownStream | None) -> str:
     """Safe HTML for the live view of a reply still arriving: markdown rendered by the reply's
-    own ``markdown`` stream (only its unfinished block again), or for the plain-text format, a
-    reply over ``MARKDOWN_LIMIT`` or no stream, :func:`render_live`."""
-    if markdown is not None and fmt != "text" and len(text) <= MARKDOWN_LIMIT:
+    own ``markdown`` stream (only its unfinished block again), or for a format other than
+    markdown, a reply over ``MARKDOWN_LIMIT`` or no stream, :func:`render_live`."""
+    if markdown is not None and fmt in MARKDOWN_FORMATS and len(text) <= MARKDOWN_LIMIT:
         return markdown.live(text, budget=LIVE_MARKDOWN_LIMIT)
     return render_live(text, fmt)
 
