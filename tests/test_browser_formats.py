@@ -90,7 +90,6 @@ def test_math_is_typeset_html_runs_nothing_and_the_saved_notebook_keeps_provenan
 
                 assert '"primes": [' in notebook.output(data).inner_text()
                 assert notebook.output(value).inner_text().split() == ["[5]:", "10"]
-                lab_page.save_artifacts("formats-in-jupyterlab")
 
                 notebook.save()
                 saved = notebook.saved_notebook()
