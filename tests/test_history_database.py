@@ -43,7 +43,7 @@ def test_a_new_file_is_private_in_wal_mode_and_at_the_current_version(tmp_path: 
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     with raw(path) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 1
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
         names = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
     assert {"conversations", "turns", "turns_text", "turns_live"} <= names
 
@@ -59,12 +59,43 @@ def test_migrations_run_once_each_in_order_and_keep_the_data(tmp_path: Path):
     later = (*MIGRATIONS, ("ALTER TABLE conversations ADD COLUMN notes TEXT",))
     for _ in range(2):
         upgraded = HistoryDatabase(path, migrations=later)
-        assert upgraded.version == 2
+        assert upgraded.version == len(MIGRATIONS) + 1
         assert upgraded.conversation(number)[1][0].prompt == "from version 1"
         upgraded.close()
     with raw(path) as connection:
         columns = [row[1] for row in connection.execute("PRAGMA table_info(conversations)")]
     assert "notes" in columns
+
+
+def test_a_version_1_file_gains_the_provenance_columns_and_keeps_its_turns(tmp_path: Path):
+    path = tmp_path / "history.db"
+    old = HistoryDatabase(path, migrations=MIGRATIONS[:1])
+    number = old.start_conversation("from the first release")
+    old.close()
+    # A version 1 file has no provenance columns: its turn is written as that release wrote it.
+    with raw(path) as connection:
+        connection.execute(
+            "INSERT INTO turns (conversation_id, position, prompt, reply, model, temperature, "
+            "system, started, duration, complete, source) "
+            "VALUES (?, 0, 'old', 'reply', 'gpt-3.5-turbo', 0.7, '', "
+            "'2024-05-01T10:00:00.000+00:00', 1.0, 1, 'cell')",
+            (number,),
+        )
+    made = make_turn(
+        prompt="new",
+        provider="openai",
+        finish_reason="length",
+        prompt_tokens=12,
+        completion_tokens=34,
+    )
+    upgraded = HistoryDatabase(path)
+    assert upgraded.version == 2
+    upgraded.write(number, 1, [made])
+    first, second = upgraded.conversation(number)[1]
+    upgraded.close()
+    assert first.prompt == "old"
+    assert (first.provider, first.finish_reason, first.prompt_tokens) == (None, None, None)
+    assert second == made
 
 
 def test_a_migration_that_fails_leaves_the_file_at_its_old_version(tmp_path: Path):
@@ -74,7 +105,7 @@ def test_a_migration_that_fails_leaves_the_file_at_its_old_version(tmp_path: Pat
     with pytest.raises(HistoryUnavailable, match="syntax error"):
         HistoryDatabase(path, migrations=broken)
     with raw(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'extra'").fetchall()
 
 

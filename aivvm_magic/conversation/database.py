@@ -105,6 +105,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             VALUES (new.id, new.prompt, new.reply);
         END""",
     ),
+    # Version 2: what a turn says of how it was made (export format version 2). Turns logged
+    # before have NULL here, as turns loaded from a version 1 export do.
+    (
+        "ALTER TABLE turns ADD COLUMN provider TEXT",
+        "ALTER TABLE turns ADD COLUMN finish_reason TEXT",
+        "ALTER TABLE turns ADD COLUMN prompt_tokens INTEGER",
+        "ALTER TABLE turns ADD COLUMN completion_tokens INTEGER",
+    ),
 )
 
 #: The turn fields, as columns of ``turns`` (named as the :class:`Turn` fields).
@@ -120,6 +128,10 @@ _TURN_FIELDS = (
     "source",
     "cell_id",
     "error",
+    "provider",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
 )
 _TURN_COLUMNS = ", ".join(_TURN_FIELDS)
 _SELECT_TURN = "SELECT t.conversation_id, c.name, t.position, t.replaced IS NOT NULL, " + ", ".join(
