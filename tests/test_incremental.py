@@ -155,3 +155,17 @@ def test_text_must_only_grow() -> None:
     stream.live("hello world")
     with pytest.raises(ValueError, match="only grow"):
         stream.live("hello")
+
+
+def test_a_table_header_waits_for_its_delimiter_row_in_the_live_view() -> None:
+    from aivvm_magic.rendering.replies import live_reply_html
+
+    text = "Intro.\n\n| a | b |\n|:--|--:|\n| 1 | 2 |\n| 3 | 4 |\n\nAfter the table."
+    stream = MarkdownStream()
+    for cut in range(1, len(text) + 1):
+        shown = live_reply_html(text[:cut], "markdown", stream)
+        # Never a paragraph of pipes: the rows show once the table can be drawn.
+        assert "<p>|" not in shown, repr(text[:cut])
+        if cut >= text.index("--:|") + 4:
+            assert "<table>" in shown
+    assert stream.html(text) == render_markdown(text)

@@ -214,7 +214,7 @@ def test_the_pooled_widget_serves_one_reply_at_a_time_and_closes_on_unload(fast,
         unload = k.execute("%unload_ext aivvm_magic")
         assert unload.status == "ok", unload.reply
         closed = {m["content"]["comm_id"] for m in unload.of_type("comm_close")}
-        assert shown <= closed and len(closed) == 6  # each widget, its layout and its style
+        assert shown <= closed and len(closed) == 4  # each widget and its layout
         assert k.execute("print(len(widget_pool))").stdout().strip() == "0"
     finally:
         k.close()

@@ -127,12 +127,62 @@ def test_inline_formatting() -> None:
     assert "x < y" in parsed.text
 
 
-def test_fenced_code_keeps_language_class() -> None:
-    html = render_markdown("```python\nif a < b:\n    pass\n```")
+def test_fenced_code_keeps_language_class_and_is_highlighted_by_class_names() -> None:
+    html = render_markdown("```python\nif a < b:\n    pass  # done\n```")
     parsed = assert_safe(html)
-    assert [e.tag for e in parsed.elements] == ["pre", "code"]
+    assert [e.tag for e in parsed.elements[:3]] == ["div", "pre", "code"]
+    assert parsed.elements[0].attrs == {"class": "highlight"}
     assert parsed.find("code")[0].attrs == {"class": "language-python"}
-    assert parsed.text.rstrip("\n") == "if a < b:\n    pass"
+    # Pygments' token classes, which JupyterLab's theme colours; never a style.
+    classes = {span.attrs["class"] for span in parsed.find("span")}
+    assert {"k", "n", "o", "c1"} <= classes
+    assert all(set(span.attrs) == {"class"} for span in parsed.find("span"))
+    assert parsed.text.rstrip("\n") == "if a < b:\n    pass  # done"
+
+
+def test_highlighting_survives_the_sanitiser_unchanged() -> None:
+    from aivvm_magic.rendering.highlight import code_block_html
+
+    block = code_block_html('x = "<script>alert(1)</script>"  # hi\n', "python")
+    assert sanitize_html(block) == block
+    assert "<script" not in block and "&lt;script&gt;" in block
+
+
+def test_code_of_an_unknown_language_is_plain_escaped_text() -> None:
+    parsed = assert_safe(render_markdown("```no-such-language\n<b>x</b>\n```"))
+    assert parsed.find("span") == []
+    assert parsed.text.strip() == "<b>x</b>"
+
+
+def test_highlighting_matches_pygments_own_formatter() -> None:
+    from pygments import highlight
+    from pygments.formatters import HtmlFormatter
+    from pygments.lexers import get_lexer_by_name
+
+    from aivvm_magic.rendering.highlight import highlight_code
+
+    code = 'def f(x: int) -> str:\n    """Doc."""\n    return f"{x!r} <&>"  # note\n\n'
+    lexer = get_lexer_by_name("python", stripnl=False, ensurenl=False)
+    assert highlight_code(code, "python") == highlight(code, lexer, HtmlFormatter(nowrap=True))
+
+
+def test_a_code_block_over_the_limit_is_shown_plain() -> None:
+    from aivvm_magic.rendering.highlight import HIGHLIGHT_LIMIT
+
+    line = "x = 1  # one\n"
+    long_block = f"```python\n{line * (HIGHLIGHT_LIMIT // len(line) + 1)}```"
+    assert "<span" not in render_markdown(long_block)
+    assert '<span class="k">' in render_markdown("```python\nif x: pass\n```")
+
+
+def test_classes_other_than_the_highlighters_are_removed() -> None:
+    dirty = (
+        '<div class="highlight jp-Dialog"><span class="k evil" style="color:red">if</span>'
+        '<span class="jp-mod-hidden">x</span></div><div class="aivvm-panel">y</div>'
+    )
+    assert sanitize_html(dirty) == (
+        '<div class="highlight"><span class="k">if</span><span>x</span></div><div>y</div>'
+    )
 
 
 def test_fenced_code_without_language_has_no_class() -> None:
@@ -185,16 +235,17 @@ def test_empty_input() -> None:
 
 
 def test_one_megabyte_of_prose_and_code_renders_fast() -> None:
-    # The common shape of a very long reply: prose paragraphs and large code listings.
+    # The common shape of a very long reply: prose paragraphs and large code listings. (The
+    # listings name no language: highlighting has a test and a limit of its own.)
     prose = "The quick brown fox jumps over the lazy dog, and keeps running. " * 8 + "\n\n"
-    code = "```python\n" + "total = sum(x * 2 for x in range(10))  # a comment\n" * 200 + "```\n\n"
+    code = "```\n" + "total = sum(x * 2 for x in range(10))  # a comment\n" * 200 + "```\n\n"
     unit = prose * 4 + code
     text = unit * (1_000_000 // len(unit) + 1)
     started = time.perf_counter()
     html = render_markdown(text)
     elapsed = time.perf_counter() - started
     assert elapsed < 1.0, f"{len(text)} characters took {elapsed:.2f}s"
-    assert html.count("<pre>") == text.count("```python")
+    assert html.count("<pre>") == text.count("```\n") // 2
 
 
 def _best_time(text: str, runs: int = 3) -> float:

@@ -53,6 +53,57 @@ def _omitted(chars: int) -> str:
     return f"<p><em>{html.escape(note)}</em></p>"
 
 
+# A table row as models write them (a leading pipe), and the start of a delimiter row.
+_ROW = re.compile(r" {0,3}\|")
+_DELIMITER_ROW = re.compile(r" {0,3}\|?[ \t]*:?-+:?[ \t]*(\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*")
+_DELIMITER_START = re.compile(r"[ \t|:-]*")
+
+
+#: How far back :func:`table_head_start` looks for a table's delimiter row.
+_TABLE_WINDOW = 20_000
+
+
+def _cells(row: str) -> int:
+    core = row.strip()
+    core = core[1:] if core.startswith("|") else core
+    core = core[:-1] if core.endswith("|") else core
+    return len(core.split("|"))
+
+
+def table_head_start(text: str) -> int | None:
+    """Where a table's header row begins at the end of ``text``, while its delimiter row has
+    not arrived (markdown would show the row as a paragraph of pipes until it does); else None.
+
+    The live view leaves such a row out until the table can be drawn. A row is a line that
+    starts with ``|``, as models write them; one under a delimiter row is a table's next row,
+    which shows as one at once. Only the last ``_TABLE_WINDOW`` characters are looked at, so a
+    draw costs the same however long the reply.
+    """
+    offset = 0
+    if len(text) > _TABLE_WINDOW:
+        offset = (
+            text.index("\n", len(text) - _TABLE_WINDOW) + 1
+            if "\n" in text[-_TABLE_WINDOW:]
+            else len(text)
+        )
+    lines = text[offset:].split("\n")
+    last = lines[-1]
+    if len(lines) >= 2 and _ROW.match(lines[-2]) and _DELIMITER_START.fullmatch(last):
+        head = len(lines) - 2
+        if _DELIMITER_ROW.fullmatch(last) and _cells(last) == _cells(lines[head]):
+            return None  # a header and its delimiter row: a table already
+    elif _ROW.match(last):
+        head = len(lines) - 1
+    else:
+        return None
+    above = head
+    while above >= 0 and _ROW.match(lines[above]):
+        if _DELIMITER_ROW.fullmatch(lines[above]):
+            return None  # a row of a table that is drawn already
+        above -= 1
+    return offset + sum(len(line) + 1 for line in lines[:head])
+
+
 def plain_tail(text: str, keep: int) -> str:
     """Safe HTML for the live view of a ``text`` longer than ``keep``: a note of how much is
     left out, then its last ``keep`` characters as plain text."""
@@ -75,6 +126,11 @@ class MarkdownStream:
         self._checked = 0
         self._whole = False
         self._parse_at = 0
+
+    @property
+    def seen_chars(self) -> int:
+        """How long the text was at the last call: the next one must be at least as long."""
+        return self._checked
 
     @property
     def frozen_chars(self) -> int:

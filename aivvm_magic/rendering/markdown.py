@@ -25,9 +25,11 @@ Policy decisions, each with its reason:
   page gets neither a handle on the notebook window nor its URL.
 - **Relative URLs are dropped.** In a notebook they resolve against the Jupyter server, where
   the user is logged in; a model has no business linking there. The link text stays.
-- **Code blocks** keep their language class (```` ```python ```` gives
-  ``<code class="language-python">``) so a highlighter can pick them up; any other class is
-  removed.
+- **Code blocks** are highlighted here, by Pygments, into token classes
+  (:mod:`.highlight`): ``<div class="highlight"><pre><code class="language-python">`` with a
+  ``<span class="k">`` per keyword, and so on. The front end's theme colours the classes; no
+  colour or style travels with the reply. ``code`` keeps only its ``language-*`` class, ``span``
+  only Pygments' token classes, ``div`` only ``highlight``.
 - **Table alignment** is expressed with the ``align`` attribute instead of ``style``, so no
   ``style`` attribute is ever allowed.
 - **linkify** (bare URLs becoming links) is off: it needs the optional ``linkify-it-py``
@@ -50,6 +52,8 @@ import nh3
 from markdown_it import MarkdownIt
 from markdown_it.rules_core import StateCore
 from markdown_it.token import Token
+
+from .highlight import BLOCK_CLASS, TOKEN_CLASSES, render_fence
 
 __all__ = [
     "ALLOWED_TAGS",
@@ -92,6 +96,9 @@ ALLOWED_TAGS: frozenset[str] = frozenset(
         "tr",
         "th",
         "td",
+        # Code blocks only (see _filter_attribute): the highlight block and its tokens.
+        "div",
+        "span",
     }
 )
 
@@ -118,6 +125,8 @@ _ATTRIBUTES = {
     "a": {"href", "title"},
     "ol": {"start"},
     "code": {"class"},
+    "div": {"class"},
+    "span": {"class"},
 }
 
 _ALIGN_VALUES = {"left", "center", "right"}
@@ -135,11 +144,19 @@ _TEXT_ALIGN_STYLE = re.compile(r"\s*text-align\s*:\s*(left|center|right)\s*;?\s*
 
 
 def _filter_attribute(tag: str, attribute: str, value: str) -> str | None:
-    """Keep only ``language-*`` classes on ``code``; pass every other allowed attribute."""
-    if tag == "code" and attribute == "class":
+    """Keep only ``language-*`` classes on ``code``, Pygments' token classes on ``span`` and
+    ``highlight`` on ``div``; pass every other allowed attribute."""
+    if attribute != "class":
+        return value
+    if tag == "code":
         classes = [name for name in value.split() if _LANGUAGE_CLASS.fullmatch(name)]
-        return " ".join(classes) or None
-    return value
+    elif tag == "span":
+        classes = [name for name in value.split() if name in TOKEN_CLASSES]
+    elif tag == "div":
+        classes = [name for name in value.split() if name == BLOCK_CLASS]
+    else:
+        classes = []
+    return " ".join(classes) or None
 
 
 _CLEANER = nh3.Cleaner(
@@ -200,6 +217,8 @@ def _build_parser() -> MarkdownIt:
     parser.core.ruler.at("normalize", _normalize)
     parser.core.ruler.push("aivvm_cell_align", _cell_align_to_attribute)
     parser.add_render_rule("image", _render_image_as_alt_text)
+    parser.add_render_rule("fence", render_fence)
+    parser.add_render_rule("code_block", render_fence)
     return parser
 
 

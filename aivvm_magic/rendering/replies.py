@@ -11,7 +11,7 @@ import html
 
 from ..token_usage import TokenUsage
 from .formats import MARKDOWN_FORMATS, render_format
-from .incremental import MarkdownStream, plain_tail
+from .incremental import MarkdownStream, plain_tail, table_head_start
 from .markdown import render_markdown, render_text
 
 __all__ = [
@@ -54,8 +54,16 @@ def render_live(text: str, fmt: str) -> str:
 def live_reply_html(text: str, fmt: str, markdown: MarkdownStream | None) -> str:
     """Safe HTML for the live view of a reply still arriving: markdown rendered by the reply's
     own ``markdown`` stream (only its unfinished block again), or for a format other than
-    markdown, a reply over ``MARKDOWN_LIMIT`` or no stream, :func:`render_live`."""
+    markdown, a reply over ``MARKDOWN_LIMIT`` or no stream, :func:`render_live`.
+
+    A table's header row waits for its delimiter row (:func:`table_head_start`): until then
+    markdown has no table, only a line of pipes that would flash up and be redrawn.
+    """
     if markdown is not None and fmt in MARKDOWN_FORMATS and len(text) <= MARKDOWN_LIMIT:
+        head = table_head_start(text)
+        # The stream's text may only grow: a row already shown is not taken back.
+        if head is not None and head >= markdown.seen_chars:
+            text = text[:head]
         return markdown.live(text, budget=LIVE_MARKDOWN_LIMIT)
     return render_live(text, fmt)
 

@@ -1,9 +1,11 @@
 """The live widgets a cell's reply streams into, pooled for the kernel's life.
 
-Opening a fresh ``HTML`` widget costs three comm models (the widget, its layout, its style)
-opened now and closed later, each a message to the frontend and back. So the widget freed when
-one reply ends is cleared (no saved widget state holds an old reply) and shows the next reply,
-in that reply's own cell.
+A reply streams into a :class:`~aivvm_magic.rendering.frontend.LiveHTML`, drawn with
+JupyterLab's own rendered-HTML styles, so that it looks as the static output that replaces it.
+Opening a fresh widget costs two comm models (the widget and its layout) opened now and closed
+later, each a message to the frontend and back, and the widget's module with the first. So the
+widget freed when one reply ends is cleared (no saved widget state holds an old reply) and
+shows the next reply, in that reply's own cell.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ __all__ = ["WidgetPool", "close_widget", "widget_pool"]
 
 def close_widget(widget: Any) -> None:
     """Close ``widget`` and the layout and style models it owns, freeing their comms."""
-    for model in (widget, widget.layout, widget.style):
-        model.close()
+    for model in (widget, getattr(widget, "layout", None), getattr(widget, "style", None)):
+        if model is not None:
+            model.close()
 
 
 class WidgetPool:
@@ -34,9 +37,9 @@ class WidgetPool:
                 widget = self._idle.pop()
                 if widget.comm is not None:  # not closed meanwhile (Widget.close_all, say)
                     return widget
-        import ipywidgets as widgets
+        from .frontend import LiveHTML
 
-        widget = widgets.HTML()
+        widget = LiveHTML()
         widget.add_class("aivvm-stream")
         return widget
 
