@@ -30,7 +30,7 @@ class ReplyBuffer:
         Out[3]: ('Hello', 2)
     """
 
-    __slots__ = ("_dropped", "_lock", "_parts", "_text", "append")
+    __slots__ = ("_dropped", "_lock", "_parts", "_text", "answered_by", "append")
 
     def __init__(self) -> None:
         self._parts: list[str] = []
@@ -39,6 +39,8 @@ class ReplyBuffer:
         self._lock = threading.Lock()
         self._text = ""
         self._dropped = 0
+        #: What wrote the reply, when the server says (a model's name); ``""`` until then.
+        self.answered_by = ""
 
     @property
     def chunks(self) -> int:

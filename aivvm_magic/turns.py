@@ -77,6 +77,8 @@ class TurnOutcome:
     #: or for a turn not recorded, the request's.
     started: str = ""
     duration: float = 0.0
+    #: What the server says answered (a model's name), where it says; else ``""``.
+    answered_by: str = ""
 
     @property
     def note(self) -> str:
@@ -233,6 +235,8 @@ class TurnRunner:
                 # prints (a terminal) is also handed it. The first chunk is told of apart, so
                 # that the per-chunk loop below stays free of any test for it.
                 for chunk in reply:
+                    # The server's headers are in: what answers, for the views to say.
+                    self.buffer.answered_by = reply.answered_by or ""
                     if on_chunk is not None:
                         on_chunk(chunk)
                     if on_text is not None:
@@ -262,6 +266,7 @@ class TurnRunner:
                 outcome.usage = reply.usage
                 if reply.near_cap:
                     outcome.near_cap = reply.token_cap
+            outcome.answered_by = self.buffer.answered_by
             # The stream is over (stop() has nothing left to end): let the reply go.
             self._reply = None
         return outcome

@@ -195,6 +195,20 @@ def test_the_system_message_reaches_the_model(server):
     assert system in prompt and "SmolLM" not in prompt
 
 
+def test_the_default_system_message_leaves_the_templates_own(server):
+    from aivvm_magic.protocol import DEFAULT_SYSTEM_MESSAGE
+
+    question = "Who are you?"
+    reply = ask(server, question, system=DEFAULT_SYSTEM_MESSAGE)
+    assert reply.text() and reply.answered_by == MODEL_FILE.removesuffix(".gguf")
+    # Not told it is ChatGPT: the prompt is the template's, with its own system message.
+    engine, run = server.engine, server.engine.runs[-1]
+    alone = [{"role": "user", "content": question}]
+    assert run.prompt_tokens == engine.count_tokens(alone)
+    prompt = engine._formatter(messages=alone).prompt
+    assert "SmolLM" in prompt and "ChatGPT" not in prompt
+
+
 def test_models_and_health_say_which_local_model_answers(server):
     listing = requests.get(f"{server.url}/api/models", timeout=10).json()
     assert len(listing) == 8

@@ -569,7 +569,8 @@ def _check_models_listing(response: requests.Response, engine: Engine) -> None:
         (m["id"], m["name"]) for m in models.values()
     ]
     assert {m["served_by"] for m in listing} == {engine.served_by()}
-    assert all(set(m) == {"id", "name", "served_by"} for m in listing)
+    assert {m["answered_by"] for m in listing} == {engine.model_name}
+    assert all(set(m) == {"id", "name", "served_by", "answered_by"} for m in listing)
 
 
 def test_models_get(server: ServerHandle) -> None:

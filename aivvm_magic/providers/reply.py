@@ -28,6 +28,11 @@ class StreamControl:
         #: The tokens the server says the request and its reply took; None when it does not
         #: say (the Aivvm protocol never does).
         self.usage: TokenUsage | None = None
+        #: What the server says answers (its ``X-Aivvm-Model`` header); None if it does not.
+        self.answered_by: str | None = None
+        #: Where the server says the reply's ending can be read once the body is over (its
+        #: ``X-Aivvm-Reply-End`` header, an extension of our reference server); else None.
+        self.ending_url: str | None = None
         self._lock = threading.Lock()
         self._response: Any = None
 
@@ -127,6 +132,9 @@ class StreamingReply(Iterator[str]):
     def usage(self) -> TokenUsage | None:
         """The tokens the server counted, where it says (an OpenAI stream's last chunk)."""
         return self.control.usage
+    def answered_by(self) -> str | None:
+        """What the server says answers (a model's name), where it says; else None."""
+        return self.control.answered_by
 
     @property
     def near_cap(self) -> bool:

@@ -377,6 +377,7 @@ def stream_text(
     """
     response = respond()
     control.attach(response)
+    _read_reply_headers(response, url, control)
     decoder = TextDecoder()
     try:
         for data in iter_body(response, url, read_timeout):
@@ -394,6 +395,41 @@ def stream_text(
     tail = decoder.flush()
     if tail:
         yield tail
+    if control.ending_url:
+        control.finish_reason = _reply_ending(control.ending_url) or control.finish_reason
+
+
+#: The response headers of our reference server that say what answers and where a reply's
+#: ending can be read (see :mod:`aivvm_magic.server.reply_endings`).
+MODEL_HEADER = "X-Aivvm-Model"
+REPLY_END_HEADER = "X-Aivvm-Reply-End"
+#: How long to wait for a reply's ending: the server has it as soon as the body ends.
+ENDING_TIMEOUT = 2.0
+
+
+def _read_reply_headers(response: requests.Response, url: str, control: StreamControl) -> None:
+    """Note what the server says answers, and where it says the reply's ending is kept.
+
+    Only a path on the same server is followed, and only one that names a reply ending.
+    """
+    model = response.headers.get(MODEL_HEADER, "").strip()
+    if model:
+        control.answered_by = model[:200]
+    where = response.headers.get(REPLY_END_HEADER, "").strip()
+    if where.startswith("/api/replies?"):
+        parts = urlsplit(url)
+        control.ending_url = f"{parts.scheme}://{parts.netloc}{where}"
+
+
+def _reply_ending(url: str) -> str | None:
+    """The finish reason the server kept for a reply (``stop``, ``length``); None when it
+    cannot say. A reply is whole whether or not this answers, so a failure is only silence."""
+    try:
+        ending = get_json(url, timeout=ENDING_TIMEOUT)
+    except ProviderError:
+        return None
+    reason = ending.get("finish_reason") if isinstance(ending, dict) else None
+    return reason if reason in ("stop", "length") else None
 
 
 def _describe_break(exc: BaseException) -> str:

@@ -2,7 +2,8 @@
 
 ``POST /api/chat`` takes exactly the five fields of :mod:`aivvm_magic.protocol` and streams
 the reply as bare UTF-8 text (:class:`PlainText`); ``GET`` or ``POST /api/models`` lists the
-Aivvm models, each saying what really answers it; ``GET /api/health`` names the engine. The
+Aivvm models, each saying what really answers it; ``GET /api/health`` names the engine;
+``GET /api/replies?id=`` says how a reply ended (:mod:`.reply_endings`, our extension). The
 key travels in the body, so it is checked once the body is read; errors are one line of
 plain text. Every path that no other API owns is this API's, so it answers the 404s.
 
@@ -17,11 +18,13 @@ from __future__ import annotations
 import math
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from ..protocol import CHAT_FIELDS, CHAT_PATH, MODELS_PATH, models
 from .chat_api import Call, ChatAPI, Route, is_number, key_matches
 from .engine_base import ChatRequest
 from .exchange import Exchange
+from .reply_endings import ENDINGS_PATH, MODEL_HEADER, REPLY_END_HEADER, ReplyEndings
 from .streaming import utf8
 
 __all__ = ["HEALTH_PATH", "AivvmAPI", "BadRequest", "PlainText", "parse_chat_request"]
@@ -101,9 +104,25 @@ def parse_chat_request(body: Any) -> ChatRequest:
 
 
 class PlainText:
-    """The Aivvm framing: the reply as bare text, with no envelope and no in-band errors."""
+    """The Aivvm framing: the reply as bare text, with no envelope and no in-band errors.
+
+    Given ``endings`` (the reference server's own extension, see :mod:`.reply_endings`), the
+    reply's headers also name the model that answers and where its ending can be read, and
+    :meth:`closing` records that ending.
+    """
 
     content_type = "text/plain; charset=utf-8"
+
+    def __init__(self, endings: ReplyEndings | None = None, model: str = "") -> None:
+        self._endings = endings
+        self._reply_id = endings.start(model) if endings is not None else ""
+        #: Headers sent with the reply, besides the framing's own.
+        self.headers: dict[str, str] = {}
+        if endings is not None:
+            self.headers = {
+                MODEL_HEADER: model,
+                REPLY_END_HEADER: f"{ENDINGS_PATH}?id={self._reply_id}",
+            }
 
     def opening(self) -> str:
         return ""
@@ -112,6 +131,8 @@ class PlainText:
         return text
 
     def closing(self, finish_reason: str = "stop") -> str:
+        if self._endings is not None:
+            self._endings.end(self._reply_id, finish_reason)
         return ""
 
     def failure(self) -> None:
@@ -131,7 +152,10 @@ class AivvmAPI(ChatAPI):
             CHAT_PATH: Route(("POST",), self.serve_chat),
             MODELS_PATH: Route(("GET", "POST"), self.models),
             HEALTH_PATH: Route(("GET",), self.health),
+            ENDINGS_PATH: Route(("GET",), self.ending),
         }
+        #: How this server's replies ended, for clients that ask (``/api/replies?id=``).
+        self.endings = ReplyEndings()
 
     def refuse(
         self,
@@ -164,7 +188,17 @@ class AivvmAPI(ChatAPI):
         except BadRequest as error:
             self.refuse(exchange, HTTPStatus.BAD_REQUEST, f"Bad request: {error}")
             return None
-        return Call(request, PlainText())
+        model = exchange.server.engine.model_name
+        return Call(request, PlainText(self.endings, model))
+
+    def ending(self, exchange: Exchange) -> None:
+        """``/api/replies?id=ID``: how the reply ``ID`` ended (see :mod:`.reply_endings`)."""
+        query = parse_qs(urlsplit(getattr(exchange, "path", "")).query)
+        found = self.endings.get((query.get("id") or [""])[0])
+        if found is None:
+            self.refuse(exchange, HTTPStatus.NOT_FOUND, "Not found: no such reply has ended")
+            return
+        exchange.send_json(found)
 
     def models(self, exchange: Exchange) -> None:
         """``/api/models``: every Aivvm model, each saying what really answers it."""
@@ -172,9 +206,11 @@ class AivvmAPI(ChatAPI):
         # body is read (to keep the connection in step) and otherwise ignored.
         if exchange.command == "POST" and exchange.read_body() is None:
             return
-        served_by = exchange.server.engine.served_by()
+        engine = exchange.server.engine
+        served_by, answered_by = engine.served_by(), engine.model_name
         listing = [
-            {"id": m["id"], "name": m["name"], "served_by": served_by} for m in models.values()
+            {"id": m["id"], "name": m["name"], "served_by": served_by, "answered_by": answered_by}
+            for m in models.values()
         ]
         exchange.send_json(listing)
 

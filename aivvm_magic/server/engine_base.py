@@ -101,6 +101,12 @@ class Engine(ABC):
         """A short, honest text saying what really answers, for each ``/api/models`` entry."""
         return f"{self.name} engine"
 
+    @property
+    def model_name(self) -> str:
+        """What answers, in a few words (a model's name, else the engine's), for status lines:
+        ``/api/models`` entries and each reply's ``X-Aivvm-Model`` header carry it."""
+        return f"{self.name} engine"
+
     @abstractmethod
     def generate(self, request: ChatRequest) -> Iterator[str]:
         """Yield the reply to ``request`` as text chunks, in order.

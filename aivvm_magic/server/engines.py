@@ -80,6 +80,11 @@ class EchoEngine(Engine):
         """Says plainly that no model is involved."""
         return "echo engine (repeats your last message)"
 
+    @property
+    def model_name(self) -> str:
+        """``echo engine``: no model answers."""
+        return "echo engine"
+
     def generate(self, request: ChatRequest) -> Generator[str, None, Finish]:
         """Yield the last user message in word-sized pieces, ``delay`` seconds apart.
 

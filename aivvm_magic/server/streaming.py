@@ -238,6 +238,8 @@ class StreamedReply(Reply):
         if self.framing.content_type is not None:
             handler.send_header("Content-Type", self.framing.content_type)
         handler.send_header("Cache-Control", "no-cache")
+        for name, value in getattr(self.framing, "headers", {}).items():
+            handler.send_header(name, value)
         if self.chunked:
             handler.send_header("Transfer-Encoding", "chunked")
         else:
