@@ -21,6 +21,7 @@ from typing import Any
 _MODEL_ENV = "AIVVM_LOCAL_MODEL"
 
 __all__ = [
+    "answered_by",
     "close_all",
     "default_engine",
     "describe",
@@ -111,6 +112,17 @@ def describe(server: Any) -> str:
         if reason:
             text += f" (local engine unavailable: {reason})"
     return text
+
+
+def answered_by(url: str) -> str | None:
+    """What answers at ``url`` (a model's name, or ``echo engine``) when it is an embedded
+    server of this process; None for any other server."""
+    with _lock:
+        servers = list(_servers.values())
+    for server in servers:
+        if url.rstrip("/").removesuffix("/v1") == server.url.rstrip("/"):
+            return str(server.engine.model_name)
+    return None
 
 
 def close_all() -> None:

@@ -7,7 +7,7 @@ Standard library only: the conversation layer and ``%load_ext`` import it.
 
 from __future__ import annotations
 
-__all__ = ["AivvmError", "one_line"]
+__all__ = ["AivvmError", "ReplyInterrupted", "one_line"]
 
 #: The longest line :func:`one_line` gives; an error that quotes a whole page is cut.
 LINE_LIMIT = 300
@@ -20,6 +20,19 @@ class AivvmError(Exception):
         # IPython and ipykernel show this instead of a traceback: the message is the whole
         # story (and never holds the key), while the error status still stops Run All.
         return [f"AivvmError: {self}"]
+
+
+class ReplyInterrupted(KeyboardInterrupt):
+    """An interrupted ``%%aivvm`` cell: one line, and still a ``KeyboardInterrupt``.
+
+    Raised in place of the interrupt that stopped the reply, whose traceback runs through the
+    HTTP stack for some 60 lines. IPython and ipykernel show :meth:`_render_traceback_`
+    instead; the cell ends in error, so Run All stops there, and ``except KeyboardInterrupt``
+    still catches it.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"interrupted · {self}" if str(self) else "interrupted"]
 
 
 def one_line(exc: BaseException | None, limit: int = LINE_LIMIT) -> str:

@@ -19,7 +19,7 @@ from traitlets import CaselessStrEnum
 
 from . import commands
 from .conversation import ConversationBusy, ConversationStore
-from .errors import AivvmError
+from .errors import AivvmError, ReplyInterrupted
 from .interpolation import interpolate
 from .notebook_context import NotebookContext
 from .session import Session
@@ -249,18 +249,21 @@ class AivvmMagics(Magics, Settings):
         in its metadata.
 
         Raises :class:`AivvmError` (one short line) when the reply failed or was cut short,
-        after showing and recording what did arrive, or when a ``json`` reply is not JSON;
-        re-raises ``KeyboardInterrupt``.
+        after showing and recording what did arrive, or when a ``json`` reply is not JSON; an
+        interrupt is :class:`~aivvm_magic.errors.ReplyInterrupted` (a ``KeyboardInterrupt`` of
+        one line).
         """
         from .provenance import public_target, reply_provenance
         from .rendering.display import StreamingDisplay
+        from .session import brief_target
         from .turns import TurnRunner
 
         mode = "widget" if self._use_widgets() else "text"
         target = public_target(target or settings.base_url)
         display = StreamingDisplay(
             model=settings.model,
-            target=target,
+            # The status line names the target in a few words; the provenance in full.
+            target=brief_target(target),
             fmt=fmt,
             mode=mode,
             loop=self.session.render_loop,
@@ -285,7 +288,8 @@ class AivvmMagics(Magics, Settings):
                 on_text=display.text_started,
             )
         except ConversationBusy as exc:
-            display.finish(complete=False, note=str(exc)) if stream else None
+            # The reason is the error's line; the status line only says nothing came.
+            display.finish(complete=False) if stream else None
             raise AivvmError(str(exc)) from None
         self.notebook.record(settings, runner.messages, chat=chat, target=target, parts=parts)
         if not stream:
@@ -294,9 +298,16 @@ class AivvmMagics(Magics, Settings):
         value, not_value = outcome.text, ""
         if fmt == "json" and outcome.complete:
             value, not_value = json_value(outcome.text)
+        code = first_code_block(outcome.text) if fmt == "code" and outcome.complete else None
+        note = not_value or outcome.status_note
+        if outcome.error is not None:
+            # Said once, by the error line under the reply, not by its status line too.
+            note = ""
+        elif fmt == "code" and outcome.complete and code is None:
+            note = "no code block to put in a new cell"
         display.finish(
             complete=outcome.complete,
-            note=not_value or outcome.status_note,
+            note=note,
             usage=outcome.usage,
             metadata=reply_provenance(outcome, settings, target=target, fmt=fmt),
         )
@@ -304,7 +315,10 @@ class AivvmMagics(Magics, Settings):
         if output and outcome.text and not not_value and (outcome.complete or fmt != "json"):
             self.shell.user_ns[output] = value
         if isinstance(outcome.error, KeyboardInterrupt):
-            raise outcome.error
+            kept = len(outcome.text)
+            raise ReplyInterrupted(
+                f"partial reply kept ({kept:,} chars)" if kept else "no reply arrived"
+            ) from None
         if outcome.error is not None:
             if isinstance(outcome.error, Exception):
                 raise AivvmError(outcome.note) from None
@@ -312,10 +326,8 @@ class AivvmMagics(Magics, Settings):
         if not_value:
             kept = f"; {output} was not set" if output else ""
             raise AivvmError(f"{not_value}{kept}")
-        if fmt == "code":
-            code = first_code_block(outcome.text)
-            if code is not None:
-                self.shell.set_next_input(code, replace=False)
+        if code is not None:
+            self.shell.set_next_input(code, replace=False)
         return outcome.text
 
     # -- %aivvm -------------------------------------------------------------------------
@@ -341,8 +353,16 @@ class AivvmMagics(Magics, Settings):
         return commands.run(self, line)
 
 
-AivvmMagics.aivvm_line.__doc__ = (AivvmMagics.aivvm_line.__doc__ or "").replace(
-    "{commands}", commands.usage().replace("\n", "\n        ")
+AivvmMagics.aivvm_line.__doc__ = commands.readable_help(
+    (AivvmMagics.aivvm_line.__doc__ or "").replace(
+        "{commands}", commands.usage().replace("\n", "\n        ")
+    ),
+    "aivvm_line",
+    "%aivvm",
+)
+# What %%aivvm? shows: magic_arguments' help, read as plain text.
+AivvmMagics.aivvm.__doc__ = commands.readable_help(
+    AivvmMagics.aivvm.__doc__ or "", "aivvm", "%%aivvm"
 )
 
 

@@ -73,20 +73,24 @@ class Session:
         """Stop the session's threads (when the extension is unloaded)."""
         self._finalizer()
 
-    def target(self, base_url: str | None = None, provider: str = "") -> tuple[str, str]:
-        """The base URL to use and a description of it for status lines.
+    def target(
+        self, base_url: str | None = None, provider: str = "", *, brief: bool = False
+    ) -> tuple[str, str]:
+        """The base URL to use and a description of it: in full (``%aivvm status``), or
+        ``brief`` for status lines (``embedded server``, or the URL's host and port).
 
         ``base_url`` overrides the configured one; with neither, the embedded server (started
         now if it is not running) answers, under ``/v1`` for the ``openai`` provider. When a
         record replays the replies, the description says so, and no server is started.
         """
         settings = self.settings
-        url = base_url or settings.base_url
+        url = (base_url or settings.base_url).rstrip("/")
         replay = self.replay()
         # In replay mode the record answers, whatever server is configured: none is started.
         replaying = replay.describe() if replay is not None and replay.mode == "replay" else ""
         if url:
-            return url.rstrip("/"), replaying or url.rstrip("/")
+            described = replaying or url
+            return url, brief_target(described) if brief else described
         if replaying:
             return "", replaying
         options = {"model_path": settings.local_model_path} if settings.local_model_path else {}
@@ -99,7 +103,8 @@ class Session:
             raise AivvmError(f"The embedded server could not start: {one_line(exc)}") from None
         # The reference server speaks both protocols; OpenAI clients live under /v1.
         suffix = "/v1" if (provider or settings.provider) == "openai" else ""
-        return server.url + suffix, embedded.describe(server)
+        described = embedded.describe(server)
+        return server.url + suffix, brief_target(described) if brief else described
 
     def aliases(self) -> dict[str, Alias]:
         """The configured aliases (``AivvmMagics.aliases``), by name."""
@@ -207,6 +212,21 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {self.chats.names()!r}>"
+
+
+def brief_url(url: str) -> str:
+    """A base URL as status lines give it: its host, port and path, without the scheme."""
+    return url.split("://", 1)[-1]
+
+
+def brief_target(described: str) -> str:
+    """A target's description (:meth:`Session.target`) in the few words of a status line:
+    ``embedded server`` for the embedded one, a URL's host, port and path, else as it is."""
+    if described.startswith("embedded server"):
+        return "embedded server"
+    if "://" in described:
+        return brief_url(described)
+    return described
 
 
 def _close(loop: RenderLoop, lookups: Worker, history: SessionHistory) -> None:

@@ -114,17 +114,20 @@ def test_an_interrupt_mid_stream_through_nbclient(server, tmp_path: Path):
     client.execute()
     assert failures == [] and sent_at and all(task.done() for task in tasks)
 
-    # The interrupted cell: a KeyboardInterrupt, and the partial reply shown and marked.
+    # The interrupted cell: one line for the interrupt (a KeyboardInterrupt, so the run
+    # stopped there), and the partial reply shown and marked, the reason said once.
     cell = nb.cells[1]
     errors = [o for o in cell.outputs if o.output_type == "error"]
-    assert [o.ename for o in errors] == ["KeyboardInterrupt"]
+    assert [o.ename for o in errors] == ["ReplyInterrupted"]
     (shown,) = [o for o in cell.outputs if o.output_type == "display_data"]
     assert "application/vnd.jupyter.widget-view+json" not in shown.data
     text, _, status = shown.data["text/plain"].rpartition("\n")
+    assert errors[0].traceback == [f"interrupted · partial reply kept ({len(text):,} chars)"]
     words = text.split()
     assert INTERRUPT_AFTER <= len(words) < len(WORDS), text
     assert words == WORDS[: len(words)]
-    assert status.startswith("[incomplete · ") and status.endswith(" · interrupted]")
+    assert status.startswith("[incomplete · ") and status.endswith(" chars]")
+    assert "interrupted" not in status
     assert text in shown.data["text/html"] or words[-1] in shown.data["text/html"]
 
     # The server saw the client go away, and stopped generating.
@@ -150,6 +153,4 @@ def test_an_interrupt_mid_stream_through_nbclient(server, tmp_path: Path):
     saved = nbformat.read(path, as_version=4)
     assert saved.cells[1].outputs == cell.outputs
     (kept,) = [o for o in saved.cells[1].outputs if o.output_type == "display_data"]
-    assert kept.data["text/plain"].startswith(text) and kept.data["text/plain"].endswith(
-        " · interrupted]"
-    )
+    assert kept.data["text/plain"].startswith(text) and kept.data["text/plain"].endswith(" chars]")

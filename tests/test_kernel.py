@@ -149,9 +149,16 @@ def test_interrupt_keeps_the_partial_reply_and_the_next_cell_runs(kernel):
             on_message=interrupt_after_first_text,
         )
         timeline = [(m["msg_type"], json.dumps(m["content"])[:120]) for m in run.messages]
+        # The cell ends in error (Run All stops there), shown as one line, not a traceback.
         assert run.status == "error", timeline
-        assert run.reply["content"]["ename"] == "KeyboardInterrupt"
+        content = run.reply["content"]
+        assert content["ename"] == "ReplyInterrupted"  # a KeyboardInterrupt
         bundle = run.final_bundle()
+        kept = len(bundle["text/plain"].rpartition("\n")[0])
+        (error,) = run.of_type("error")
+        assert error["content"]["traceback"] == [
+            f"interrupted · partial reply kept ({kept:,} chars)"
+        ]
         assert (
             bundle["text/plain"].startswith("part0 part1") and "incomplete" in bundle["text/plain"]
         )

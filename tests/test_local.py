@@ -451,30 +451,39 @@ def test_options_from_the_command_line_are_strings(tmp_path):
         engine.count_tokens([{"role": "user", "content": "hi"}])
 
 
-def test_local_model_path_traitlet_reaches_the_embedded_server(tmp_path):
-    """``AivvmMagics.local_model_path`` picks the GGUF file; a missing one is a clear error."""
+@pytest.fixture
+def embedded_shell():
+    """An IPython shell with the magics loaded, on the embedded server, in text mode."""
     from IPython import get_ipython
     from IPython.testing.globalipapp import start_ipython
 
-    from aivvm_magic.magics import AivvmError, magics_for
-    from aivvm_magic.server.local import find_model
+    from aivvm_magic.magics import magics_for
 
     shell = start_ipython() or get_ipython()
     shell.run_line_magic("load_ext", "aivvm_magic")
+    magics = magics_for(shell)
+    magics.base_url = ""
+    magics.display_mode = "text"
     try:
-        magics = magics_for(shell)
-        magics.base_url = ""
-        magics.display_mode = "text"
-        magics.local_model_path = str(find_model(None))
-        base_url, target = magics.target()
-        assert "local engine" in target and find_model(None).name in target
-        magics.local_model_path = str(tmp_path / "missing.gguf")
-        with pytest.raises(AivvmError) as info:
-            shell.run_cell_magic("aivvm", "--no-history", "hello")
-        assert "missing.gguf" in str(info.value)
+        yield shell, magics
     finally:
         shell.run_line_magic("unload_ext", "aivvm_magic")
         shell.config.pop("AivvmMagics", None)
+
+
+def test_local_model_path_traitlet_reaches_the_embedded_server(tmp_path, embedded_shell):
+    """``AivvmMagics.local_model_path`` picks the GGUF file; a missing one is a clear error."""
+    from aivvm_magic.magics import AivvmError
+    from aivvm_magic.server.local import find_model
+
+    shell, magics = embedded_shell
+    magics.local_model_path = str(find_model(None))
+    base_url, target = magics.target()
+    assert "local engine" in target and find_model(None).name in target
+    magics.local_model_path = str(tmp_path / "missing.gguf")
+    with pytest.raises(AivvmError) as info:
+        shell.run_cell_magic("aivvm", "--no-history", "hello")
+    assert "missing.gguf" in str(info.value)
 
 
 def test_the_default_engine_is_chosen_once_for_each_request(monkeypatch, tmp_path):
@@ -491,3 +500,17 @@ def test_the_default_engine_is_chosen_once_for_each_request(monkeypatch, tmp_pat
         assert len(embedded._defaults) == 2
     finally:
         embedded.close_all()
+
+
+def test_a_cell_on_the_embedded_local_model_names_it_in_a_short_status_line(capsys, embedded_shell):
+    shell, magics = embedded_shell
+    magics.temperature = 0.0
+    # The status line of a complete reply is printed only with a note: -f code gives one.
+    shell.run_cell_magic("aivvm", "--no-history -f code", "Say hello.")
+    status = capsys.readouterr().out.strip().splitlines()[-1]
+    assert status.startswith("[SmolLM2-135M-Instruct.Q4_1 · embedded server · "), status
+    line, _, note = status.rpartition(" · ")
+    assert note == "no code block to put in a new cell]"
+    assert len(line) <= 70 and "gpt-3.5-turbo" not in line
+    shell.run_line_magic("aivvm", "status")
+    assert "answered by SmolLM2-135M-Instruct.Q4_1" in capsys.readouterr().out

@@ -249,6 +249,25 @@ def test_format_code_puts_the_first_code_block_in_the_next_cell(ip):
     assert first_code_block("no code here") is None
 
 
+def test_format_code_without_a_code_block_says_so(ip, capsys):
+    ip.rl_next_input = None
+    ip.run_cell_magic("aivvm", "--format code", "only prose here")
+    assert ip.rl_next_input is None
+    assert "no code block to put in a new cell" in capsys.readouterr().out
+
+
+def test_the_cell_magics_help_reads_as_plain_text(ip):
+    from aivvm_magic.magics import AivvmMagics
+
+    for doc, usage in (
+        (AivvmMagics.aivvm.__doc__, "%%aivvm ["),
+        (AivvmMagics.aivvm_line.__doc__, ""),
+    ):
+        assert "::" not in doc.replace("[::-1]", "")
+        assert doc.startswith(usage)
+    ip.run_line_magic("aivvm", "status -h")
+
+
 def test_no_stream_shows_the_reply_once(ip, capsys):
     ip.run_cell_magic("aivvm", "--no-stream -o aivvm_test_x", "whole at once")
     assert capsys.readouterr().out.count("whole at once") == 1
@@ -265,6 +284,16 @@ def test_http_error_fails_the_cell_with_a_short_message_and_records_nothing(ip, 
     assert str(info.value) == f"HTTP 500 from {fault.url}/api/chat: Error"
     assert info.value._render_traceback_() == [f"AivvmError: {info.value}"]
     assert [t.prompt for t in chat(ip).turns] == ["kept"]
+
+
+def test_an_error_is_said_once_by_the_error_line(ip, fault, capsys):
+    fault.enqueue(server_error())
+    with pytest.raises(AivvmError) as info:
+        ip.run_cell_magic("aivvm", f"--base-url {fault.url}", "fails")
+    status = capsys.readouterr().out
+    # The status line says that nothing came; the error's line says why, and only it.
+    assert status.startswith("[failed · ") and "HTTP 500" not in status
+    assert "HTTP 500" in info.value._render_traceback_()[0]
 
 
 def test_truncated_reply_is_kept_as_a_marked_partial_turn(ip, fake_cells, capsys):
@@ -322,6 +351,7 @@ def test_status_says_plainly_when_it_is_the_embedded_echo_server(ip, capsys):
     ip.run_line_magic("aivvm", "status")
     out = capsys.readouterr().out
     assert "embedded server, echo engine" in out
+    assert "Model:        gpt-3.5-turbo, answered by echo engine" in out
     assert "Conversation: default, 1 turns" in out
 
 

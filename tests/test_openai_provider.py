@@ -15,6 +15,7 @@ from aivvm_magic.providers import (
     get_provider,
 )
 from aivvm_magic.providers.sse import SSEParser
+from aivvm_magic.server import start_server
 from tests.conftest import CANARY
 from tests.faultserver import (
     Reply,
@@ -319,11 +320,16 @@ def test_the_finish_reason_of_a_whole_answer(fault):
     assert reply.text() == "all" and reply.finish_reason == "length"
 
 
-def test_the_aivvm_protocol_gives_no_finish_reason(reference):
+def test_the_aivvm_protocol_gives_its_finish_reason_only_through_our_extension(reference):
     from aivvm_magic import Aivvm
 
+    # The reference server says how a reply ended (tests/test_reply_endings.py); a
+    # chatbot-ui server cannot.
     reply = Aivvm.create_completion("", HELLO, True, base_url=reference.url)
-    assert reply.text() == "Hello" and reply.finish_reason is None
+    assert reply.text() == "Hello" and reply.finish_reason == "stop"
+    with start_server(engine="echo", mode="chatbot-ui") as deployment:
+        reply = Aivvm.create_completion("", HELLO, True, base_url=deployment.url, key="")
+        assert reply.text() == "Hello" and reply.finish_reason is None
 
 
 def test_a_reply_cut_at_the_token_limit_says_so_in_the_cell(ip, fault, capsys):

@@ -26,7 +26,16 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, parse_argstring
 
-__all__ = ["COMMANDS", "Command", "chat_option", "command", "parse", "run", "usage"]
+__all__ = [
+    "COMMANDS",
+    "Command",
+    "chat_option",
+    "command",
+    "parse",
+    "readable_help",
+    "run",
+    "usage",
+]
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,18 @@ def parse(function: Callable[..., Any], line: str, *quoted: str) -> Any:
     return args
 
 
+def readable_help(doc: str, name: str, invoked_as: str) -> str:
+    """``doc`` as a user reads it (``%%aivvm?``, ``%aivvm reset -h``): without the
+    reStructuredText ``::`` lines that mark literal blocks, and with the usage line naming the
+    magic as it is typed (``invoked_as``) rather than as the function ``name``."""
+    lines = [line for line in doc.splitlines() if line.strip() != "::"]
+    text = "\n".join(lines).strip()
+    # magic_arguments writes the usage line as "%" and the function's name.
+    return text.replace(f"%{name} ", f"{invoked_as} ", 1).replace(
+        f"%{name}\n", invoked_as + "\n", 1
+    )
+
+
 def usage() -> str:
     """The list of subcommands, one a line, for ``%aivvm?`` and a mistyped name."""
     return "\n".join(f"  {c.name:<9} {c.summary}" for c in COMMANDS.values())
@@ -88,10 +109,8 @@ def run(magics: Any, line: str) -> Any:
         what = f"unknown command {name!r}" if name else "a command is needed"
         raise UsageError(f"%aivvm: {what}; one of: {', '.join(COMMANDS)}")
     if rest.strip() in ("-h", "--help"):
-        # magic_arguments writes the usage as a reStructuredText literal block of the
-        # function's own name: shown here as the line a user types.
-        text = found.function.parser.format_help().replace("::\n\n", "", 1)
-        print(text.replace(f"%{found.function.__name__}", f"%aivvm {name}", 1).strip())
+        help_text = found.function.parser.format_help()
+        print(readable_help(help_text, found.function.__name__, f"%aivvm {name}"))
         return None
     try:
         args = parse(found.function, rest, "path", "chat")

@@ -14,11 +14,17 @@ from . import chat_option, command
 @chat_option
 def status(magics: Any, args: Any) -> None:
     """Where requests go, with which settings, and the conversations so far."""
+    from ..embedded import answered_by
+
     # The model may be an alias, which says where requests go and with which key.
     settings = magics.settings()
     base_url, target = magics.target(settings.base_url or None, settings.provider)
     conversation = magics.chats.get(args.chat)
     model = f"{settings.model} (alias {settings.alias})" if settings.alias else settings.model
+    answering = answered_by(base_url) if base_url else None
+    if answering:
+        # The embedded server answers every model id with its one engine: name it.
+        model = f"{model}, answered by {answering}"
     lines = [
         f"Target:       {target}" + (f" ({base_url})" if base_url else ""),
         f"Provider:     {settings.provider}",

@@ -36,7 +36,7 @@ from ..conversation import Conversation, ConversationEvent
 from ..errors import one_line
 from ..providers import get_provider
 from ..rendering.transcript import transcript_html, transcript_text, turn_html
-from ..session import Session
+from ..session import Session, brief_url
 from ..turns import TurnOutcome
 from .layout import EXPORT_FORMATS, PanelLayout
 from .logged import LoggedRow
@@ -157,7 +157,7 @@ class ChatPanel(PanelLayout):
             sender=self._sender,
             names=session.chats.names,
             history_changed=self.update_display,
-            target=settings.base_url.rstrip("/"),
+            target=brief_url(settings.base_url.rstrip("/")),
         )
         self._bind(session.chats.get(chat.strip()))
         self._wire()
@@ -219,7 +219,7 @@ class ChatPanel(PanelLayout):
         so, and why. The panel calls this once, in the background, when it is built.
         """
         settings = self._settings
-        base_url, self._view.target = self._session.target()
+        base_url, self._view.target = self._session.target(brief=True)
         provider = settings.provider
         if not base_url:  # replies come from a record: no server to ask
             self._view.models_found([])

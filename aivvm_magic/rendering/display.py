@@ -147,7 +147,7 @@ class StreamingDisplay:
         self._shown, self._shown_notice = count, self._notice
         state = "waiting…" if count == 0 else "streaming…"
         status = format_status(
-            model=self.model,
+            model=self._buffer.answered_by or self.model,
             target=self.target,
             elapsed=now - self._started,
             chars=self._chars,
@@ -200,7 +200,7 @@ class StreamingDisplay:
         else:
             state = "incomplete" if text else "failed"
         status = format_status(
-            model=self.model,
+            model=self._buffer.answered_by or self.model,
             target=self.target,
             elapsed=now - self._started,
             chars=len(text),
@@ -219,8 +219,12 @@ class StreamingDisplay:
         bundle = {"text/plain": plain}
         # A reply too long for markdown is shown by the frontend's own plain-text renderer;
         # an HTML copy would only double the size of the notebook.
+        has_code = False
         if len(text) <= MARKDOWN_LIMIT:
-            bundle["text/html"] = reply_html(self._final_html(text), status, warn=not complete)
+            body = self._final_html(text)
+            html = reply_html(body, status, warn=not complete, saved=True)
+            bundle["text/html"] = html
+            has_code = complete and "aivvm-has-code" in html
             if complete:
                 bundle.update(format_mimetypes(text, self.fmt))
         elif complete:
@@ -233,6 +237,8 @@ class StreamingDisplay:
         else:
             self._handle.update(bundle, raw=True, **extra)
         self.updates += 1
+        if has_code:
+            self._show_code_tools()
         # The live widget is no longer shown anywhere: it waits, cleared, for the next reply.
         if self._widget is None:
             pass
@@ -242,6 +248,18 @@ class StreamingDisplay:
             widget_pool.give_back(self._widget)
         self._markdown = None
         self._body = ""
+
+    def _show_code_tools(self) -> None:
+        """Copy and "Insert as a new cell" for the reply's code blocks, while a kernel runs:
+        a widget output of its own after the reply's, which shows nothing itself."""
+        from IPython.display import display
+
+        from .frontend import CodeTools, current_cell_id
+
+        tools = CodeTools(cell_id=current_cell_id())
+        view = {"version_major": 2, "version_minor": 0, "model_id": tools.model_id}
+        # Nothing where widgets cannot be drawn: the reply above is all there is to see.
+        display({"text/plain": "", WIDGET_VIEW: view}, raw=True)
 
     def _final_html(self, text: str) -> str:
         """The final HTML of ``text``, no longer than ``MARKDOWN_LIMIT``."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import html
 
+from .assets import saved_output_style
+from .highlight import BLOCK_CLASS
 from ..token_usage import TokenUsage
 from .formats import MARKDOWN_FORMATS, render_format
 from .incremental import MarkdownStream, plain_tail, table_head_start
@@ -96,6 +98,14 @@ def status_html(line: str, *, warn: bool = False) -> str:
     return f'<div class="aivvm-status"><small>{mark}{html.escape(line)}</small></div>'
 
 
-def reply_html(body: str, status: str, *, warn: bool = False) -> str:
-    """A reply's HTML ``body`` with its ``status`` line under it, as a cell shows them."""
-    return f'<div class="aivvm-reply">{body}</div>{status_html(status, warn=warn)}'
+def reply_html(body: str, status: str, *, warn: bool = False, saved: bool = False) -> str:
+    """A reply's HTML ``body`` with its ``status`` line under it, as a cell shows them.
+
+    ``saved``: the static output a notebook keeps. A reply with code blocks then carries the
+    stylesheet that gives them their look (and hides its code tools when they cannot be
+    drawn), :func:`~aivvm_magic.rendering.assets.saved_output_style`.
+    """
+    classes, style = "aivvm-reply", ""
+    if saved and f'<div class="{BLOCK_CLASS}">' in body:
+        classes, style = "aivvm-reply aivvm-has-code", saved_output_style()
+    return f'{style}<div class="{classes}">{body}</div>{status_html(status, warn=warn)}'
