@@ -90,13 +90,23 @@ class JupyterLab:
     Settings, workspaces and runtime files live under ``state_dir``, so nothing from a
     previous run (an open tab, a trusted-notebook database) leaks in, and nothing is written
     to the home directory. ``kernels=False`` hides every kernel spec: a notebook opened there
-    cannot start a kernel, like one opened on a machine without its kernel.
+    cannot start a kernel, like one opened on a machine without its kernel. ``data_dir`` shares
+    another server's data directory, and so its notebook signatures: a notebook saved there is
+    trusted here too, as it is when its author opens it again.
     """
 
-    def __init__(self, root_dir: Path, state_dir: Path, *, kernels: bool = True) -> None:
+    def __init__(
+        self,
+        root_dir: Path,
+        state_dir: Path,
+        *,
+        kernels: bool = True,
+        data_dir: Path | None = None,
+    ) -> None:
         self.root_dir = root_dir
         self.state_dir = state_dir
         self.kernels = kernels
+        self.data_dir = data_dir or state_dir / "data"
         self.port = free_port()
         self.token = secrets.token_hex(16)
         self.log_path = state_dir / "jupyterlab.log"
@@ -120,7 +130,7 @@ class JupyterLab:
         env.update(
             JUPYTER_RUNTIME_DIR=str(self.state_dir / "runtime"),
             JUPYTER_CONFIG_DIR=str(self.state_dir / "config"),
-            JUPYTER_DATA_DIR=str(self.state_dir / "data"),
+            JUPYTER_DATA_DIR=str(self.data_dir),
             JUPYTERLAB_SETTINGS_DIR=str(settings),
             JUPYTERLAB_WORKSPACES_DIR=str(self.state_dir / "workspaces"),
         )
@@ -227,6 +237,47 @@ def launch_chromium(playwright: Any) -> Any:
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
+@contextlib.contextmanager
+def chromium_or_skip() -> Iterator[Any]:
+    """Chromium, through Playwright; the test is skipped (or, in CI, failed) without it."""
+    import pytest
+
+    if not os.path.exists(CHROMIUM):
+        message = f"{CHROMIUM} is not installed (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(f"browser tests cannot run in CI: {message}", pytrace=False)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        yield chromium
+        chromium.close()
+
+
+@contextlib.contextmanager
+def lab_and_kernel_less(
+    root: Path, base: Path, *, shared_data: bool = False
+) -> Iterator[tuple[JupyterLab, JupyterLab]]:
+    """Two JupyterLab servers on ``root``: with kernels, and without any (sharing the first's
+    notebook signatures when ``shared_data``, as its author's own machine would)."""
+    lab = JupyterLab(root, base / "lab")
+    data_dir = lab.data_dir if shared_data else None
+    kernel_less = JupyterLab(root, base / "lab-without-kernels", kernels=False, data_dir=data_dir)
+    while kernel_less.port == lab.port:  # two free ports, not the same one twice
+        kernel_less.port = free_port()
+    try:
+        # Both start at once: each takes several seconds.
+        lab.start()
+        kernel_less.start()
+        lab.wait_ready()
+        kernel_less.wait_ready()
+        yield lab, kernel_less
+    finally:
+        lab.stop()
+        kernel_less.stop()
+
+
 class LabPage:
     """A browser page with JupyterLab loaded, in a workspace of its own."""
 
@@ -293,6 +344,28 @@ class LabPage:
         discard = self.page.locator(".jp-Dialog").get_by_role("button", name="Discard")
         with contextlib.suppress(Exception):
             discard.click(timeout=2_000)
+
+    def set_theme(self, theme: str) -> None:
+        """Switch JupyterLab's theme (``"JupyterLab Light"``, ``"JupyterLab Dark"``) with the
+        Settings menu, and wait until the page shows it."""
+        self.menu("Settings", "Theme", theme)
+        light = "true" if "Light" in theme else "false"
+        wait_until(
+            lambda: self.page.evaluate("document.body.dataset.jpThemeLight") == light,
+            30,
+            f"the {theme} theme",
+        )
+        # The theme's stylesheet is applied a moment after the attribute changes.
+        self.page.wait_for_timeout(500)
+
+    def screenshot(self, name: str, locator: Any = None) -> Path:
+        """A screenshot under ``test-artifacts/screenshots/`` (of ``locator``, or the page),
+        taken on every run so that CI keeps what the UI looked like."""
+        path = ARTIFACTS / "screenshots" / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        target = locator if locator is not None else self.page
+        target.screenshot(path=str(path), timeout=15_000)
+        return path
 
     def save_artifacts(self, name: str) -> Path:
         """A screenshot and the page's HTML under ``test-artifacts/``; the screenshot path."""

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
+from aivvm_magic.rendering.assets import saved_output_style
 from aivvm_magic.rendering.markdown import ALLOWED_TAGS
 
 
@@ -76,7 +77,10 @@ def assert_safe(html: str, extra_tags: frozenset[str] = frozenset()) -> ParsedHT
     """Assert that ``html`` holds nothing a browser would execute or fetch on its own.
 
     ``extra_tags`` are tags the package's own wrapper markup may add (``div`` around a reply).
+    The one stylesheet a saved output may carry is the package's own, fixed one
+    (``saved_output_style``): it is taken out first, and any other ``<style>`` fails.
     """
+    html = html.replace(saved_output_style(), "")
     lowered = html.lower()
     for marker in ("<script", "<iframe", "<svg", "<style", "<img", "<object", "<embed"):
         assert marker not in lowered, f"{marker!r} in {html!r}"

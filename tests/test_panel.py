@@ -605,9 +605,14 @@ def test_the_static_bundle_is_a_sanitised_transcript_kept_current(
     monkeypatch.setattr(ip, "display_pub", publisher)
     panel = make_panel(chat)
     panel.display()
-    shown = publisher.published[0]
+    # Two outputs: the live panel, which has no text of its own, then its static copy.
+    live, shown = publisher.published
+    assert live["data"] == {
+        "text/plain": "",
+        WIDGET_VIEW: {"version_major": 2, "version_minor": 0, "model_id": panel.model_id},
+    }
     display_id = shown["transient"]["display_id"]
-    assert shown["data"][WIDGET_VIEW]["model_id"] == panel.model_id
+    assert WIDGET_VIEW not in shown["data"]
     assert "No messages yet" in shown["data"]["text/html"]
 
     payload = "<img src=x onerror=alert(1)> <script>alert(2)</script>"
@@ -616,8 +621,8 @@ def test_the_static_bundle_is_a_sanitised_transcript_kept_current(
     assert update.get("update") is True
     assert update["transient"]["display_id"] == display_id
     bundle = update["data"]
-    assert bundle == panel._repr_mimebundle_()
-    assert bundle[WIDGET_VIEW]["model_id"] == panel.model_id
+    assert bundle == panel.static_bundle()
+    assert panel._repr_mimebundle_()[WIDGET_VIEW]["model_id"] == panel.model_id
     assert payload in bundle["text/plain"]
     static = bundle["text/html"]
     parsed = assert_safe(static, extra_tags=frozenset({"div", "small"}))

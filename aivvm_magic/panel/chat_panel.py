@@ -14,30 +14,32 @@ finished messages only record what changed and ask the loop to draw; the end of 
 or a switch is drawn before the call that caused it returns. Messages are sent by
 :class:`~aivvm_magic.panel.sender.Sender`, on a worker thread of the panel's own.
 
-Saved notebooks. The panel's output carries a static ``text/plain`` and sanitised ``text/html``
-transcript next to the widget view; :meth:`ChatPanel.display` keeps that static part current,
-so a notebook opened without a kernel (or on GitHub) still shows the conversation.
+Saved notebooks. The panel is shown as two outputs: the widget, then a static ``text/plain``
+and sanitised ``text/html`` transcript that :meth:`ChatPanel.display` keeps current, so a
+notebook opened without a kernel, after a reload, or on GitHub still shows the conversation
+(the static copy's stylesheet shows exactly one of the two in JupyterLab).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
 from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any
 
 import ipywidgets as widgets
 
 from ..conversation import Conversation, ConversationEvent
 from ..errors import one_line
 from ..providers import get_provider
+from ..rendering.display import WIDGET_VIEW
 from ..rendering.transcript import transcript_html, transcript_text, turn_html
 from ..session import Session, brief_url
 from ..turns import TurnOutcome
+from .callbacks import guarded, report_error
 from .layout import EXPORT_FORMATS, PanelLayout
 from .logged import LoggedRow
 from .sender import Job, Sender
@@ -50,36 +52,6 @@ logger = logging.getLogger(__name__)
 _EXTENSIONS = {value: extension for _, value, extension in EXPORT_FORMATS}
 #: The settings the panel's controls follow when ``%config`` changes them.
 _FOLLOWED = ["model", "temperature", "system_message"]
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _report_error() -> None:
-    """Show the exception being handled: in the shell when there is one, else in the log."""
-    try:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-    except Exception:  # noqa: BLE001 - reporting must not raise a second error
-        shell = None
-    if shell is not None:
-        shell.showtraceback()
-    else:
-        logger.exception("A chat panel callback failed")
-
-
-def _guarded(method: _F) -> _F:
-    """Route exceptions of a widget callback to the shell: ipywidgets would drop them."""
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except Exception:  # noqa: BLE001 - shown by _report_error, never swallowed
-            _report_error()
-            return None
-
-    return wrapper  # type: ignore[return-value]
 
 
 class ChatPanel(PanelLayout):
@@ -98,7 +70,9 @@ class ChatPanel(PanelLayout):
     Only one reply streams into a conversation at a time: a message sent meanwhile waits
     (``AivvmMagics.busy_timeout``), then is refused with a note in the status line.
 
-    Keyboard shortcuts such as Ctrl+Enter are not available: ipywidgets has no key events.
+    In the message box, Enter sends and Shift+Enter adds a line. While a reply streams,
+    Send reads "Queue": a message sent then waits for it. The transcript keeps a fixed height
+    (``height``, 420 px) and scrolls, following the newest message.
 
     Examples
     --------
@@ -144,7 +118,7 @@ class ChatPanel(PanelLayout):
         self._handles: list[Any] = []
         self._closed = threading.Event()
         self._sender = Sender(
-            session, finished=self._finish_job, changed=self._loop.wake, report=_report_error
+            session, finished=self._finish_job, changed=self._loop.wake, report=report_error
         )
         self._conversation: Conversation | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -152,6 +126,7 @@ class ChatPanel(PanelLayout):
             transcript=self.transcript,
             status=self.status,
             stop_button=self.stop_button,
+            send_button=self.send_button,
             model_picker=self.model_picker,
             chat_picker=self.chat_picker,
             sender=self._sender,
@@ -197,6 +172,7 @@ class ChatPanel(PanelLayout):
         self.chat_picker.observe(self._on_chat_picked, names="value")
         self.export_format.observe(self._on_format_picked, names="value")
         self.send_button.on_click(self._on_send_click)
+        self.message.on_send(self._on_enter)
         self.stop_button.on_click(self._on_stop_click)
         self.reset_button.on_click(self._on_reset_click)
         self.export_button.on_click(self._on_export_click)
@@ -209,7 +185,7 @@ class ChatPanel(PanelLayout):
                 # Nobody is looking at this panel any more; the answer no longer matters.
                 logger.debug("Listing models for a closed chat panel failed", exc_info=True)
             else:
-                _report_error()
+                report_error()
             return []
 
     def refresh_models(self) -> list[str]:
@@ -227,9 +203,14 @@ class ChatPanel(PanelLayout):
             return []
         found = get_provider(provider).list_models(base_url, key=str(settings.key_for(provider)))
         ids = [m["id"] for m in found if isinstance(m.get("id"), str)]
+        answered_by = {
+            m["id"]: m["answered_by"]
+            for m in found
+            if isinstance(m.get("id"), str) and isinstance(m.get("answered_by"), str)
+        }
         # The aliases first: each names a model (and where it is) as well as an id does.
         ids = list(dict.fromkeys([*self._session.aliases(), *ids]))
-        self._view.models_found(ids)
+        self._view.models_found(ids, answered_by)
         if found.builtin:
             self._say(f"built-in model list: {found.reason}", warn=True)
         self._loop.draw_now(self._view)
@@ -299,28 +280,41 @@ class ChatPanel(PanelLayout):
         """The recorded turns as plain text (as ``%aivvm history`` prints them)."""
         return transcript_text(self.chat, self.conversation.turns)
 
-    def transcript_html(self) -> str:
-        """The recorded turns as sanitised HTML, as the panel shows them."""
+    def transcript_html(self, *, saved: bool = False) -> str:
+        """The recorded turns as sanitised HTML, as the panel shows them; ``saved``: as the
+        static copy a notebook keeps (see :meth:`display`)."""
         body = "".join(turn_html(turn, self.fmt) for turn in self.conversation.turns)
-        return transcript_html(body, title=f"Conversation {self.chat!r}")
+        return transcript_html(body, title=f"Conversation {self.chat!r}", saved=saved)
+
+    def static_bundle(self) -> dict[str, str]:
+        """The transcript as a saved notebook keeps it: plain text and sanitised HTML."""
+        return {"text/plain": self.transcript_text(), "text/html": self.transcript_html(saved=True)}
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        # The widget view, plus a static transcript for wherever widgets cannot render: a
-        # notebook reopened without a kernel, nbconvert, GitHub.
+        # For front ends that ask for one bundle: the widget view, and the transcript for
+        # wherever widgets cannot render. IPython's display() uses _ipython_display_.
         bundle = dict(super()._repr_mimebundle_(**kwargs) or {})
-        bundle["text/plain"] = self.transcript_text()
-        bundle["text/html"] = self.transcript_html()
+        bundle.update(self.static_bundle())
         return bundle
+
+    def _ipython_display_(self) -> None:
+        self.display()
 
     def display(self) -> None:
         """Show the panel in the output, with a static transcript that stays current.
 
-        After each finished turn, reset or import, the output is updated with a fresh
-        bundle, so a notebook saved at any point shows the conversation as it then was.
+        Two outputs: the live panel (with an empty text for wherever widgets cannot be
+        drawn), then the transcript as static HTML and text, updated after each finished
+        turn, reset or import, so a notebook saved at any point shows the conversation as it
+        then was. A trusted notebook reopened without the panel's kernel, or after a reload,
+        would show "Error displaying widget: model not found" for the first; the second's
+        stylesheet hides it there, and hides the second while the panel is live.
         """
         from IPython.display import display
 
-        handle = display(self, display_id=True)
+        view = {"version_major": 2, "version_minor": 0, "model_id": self.model_id}
+        display({"text/plain": "", WIDGET_VIEW: view}, raw=True)
+        handle = display(self.static_bundle(), raw=True, display_id=True)
         if handle is not None:
             self._handles.append(handle)
 
@@ -328,7 +322,7 @@ class ChatPanel(PanelLayout):
         """Refresh the static transcript of every output :meth:`display` made."""
         if self._closed.is_set() or not self._handles:
             return
-        bundle = self._repr_mimebundle_()
+        bundle = self.static_bundle()
         for handle in list(self._handles):
             handle.update(bundle, raw=True)
 
@@ -445,24 +439,30 @@ class ChatPanel(PanelLayout):
 
     # -- callbacks ---------------------------------------------------------------------------
 
-    @_guarded
+    @guarded
     def _on_send_click(self, _button: widgets.Button) -> None:
         if self._start(self.message.value) is not None:
             self.message.value = ""
 
-    @_guarded
+    @guarded
+    def _on_enter(self, text: str) -> None:
+        # Enter in the message box, which emptied itself: a message not sent goes back.
+        if self._start(text) is None:
+            self.message.value = text
+
+    @guarded
     def _on_stop_click(self, _button: widgets.Button) -> None:
         self.stop()
 
-    @_guarded
+    @guarded
     def _on_reset_click(self, _button: widgets.Button) -> None:
         self.reset()
 
-    @_guarded
+    @guarded
     def _on_export_click(self, _button: widgets.Button) -> None:
         self.export()
 
-    @_guarded
+    @guarded
     def _on_chat_picked(self, change: dict[str, Any]) -> None:
         name = (change["new"] or "").strip()
         if not name:
@@ -471,18 +471,18 @@ class ChatPanel(PanelLayout):
             return
         self.switch(name)
 
-    @_guarded
+    @guarded
     def _on_format_picked(self, change: dict[str, Any]) -> None:
         # Keep the path's extension in step with the format, so the file can be imported.
         stem, extension = os.path.splitext(self.export_path.value)
         if extension.lower() in _EXTENSIONS.values():
             self.export_path.value = stem + _EXTENSIONS[change["new"]]
 
-    @_guarded
+    @guarded
     def _on_settings_change(self, change: dict[str, Any]) -> None:
         name, value = change["name"], change["new"]
         if name == "model":
-            if value not in self.model_picker.options:
+            if value not in self._view.model_ids():
                 # The list is the render loop's to draw; the choice is this thread's.
                 self._view.offer_model(value)
                 self._loop.draw_now(self._view)

@@ -10,12 +10,22 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from .view import model_options
+from ..rendering.frontend import LiveHTML, MessageBox, current_cell_id
+from .view import model_label, model_options
 
-__all__ = ["EXPORT_FORMATS", "PanelLayout"]
+__all__ = ["EXPORT_FORMATS", "TRANSCRIPT_HEIGHT", "PanelLayout"]
 
 #: Export formats offered by the panel: label, value, file extension.
 EXPORT_FORMATS = (("JSON", "json", ".json"), ("Markdown", "markdown", ".md"))
+
+#: How tall the transcript is unless the panel is told otherwise: it scrolls beyond that.
+TRANSCRIPT_HEIGHT = "420px"
+
+#: What the message box says while it is empty.
+MESSAGE_HINT = "Your message (Enter sends, Shift+Enter adds a line)"
+
+# Labels as long as their text: ipywidgets' fixed width cuts "Temperature" to "Temperat…".
+_LABEL = {"description_width": "initial"}
 
 
 def _full_width() -> widgets.Layout:
@@ -33,9 +43,11 @@ class PanelLayout(widgets.VBox):
         model: str,
         temperature: float,
         system: str,
+        height: str = TRANSCRIPT_HEIGHT,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.add_class("aivvm-panel")
         self.chat_picker = widgets.Combobox(
             value=chat,
             options=tuple(chats),
@@ -43,9 +55,14 @@ class PanelLayout(widgets.VBox):
             placeholder="an existing or new name",
             ensure_option=False,
             continuous_update=False,
+            style=_LABEL,
         )
         self.model_picker = widgets.Dropdown(
-            options=model_options([], model), value=model, description="Model"
+            options=[(model_label(m), m) for m in model_options([], model)],
+            value=model,
+            description="Model",
+            style=_LABEL,
+            layout=widgets.Layout(width="auto", min_width="16em"),
         )
         self.temperature_slider = widgets.FloatSlider(
             value=min(max(temperature, 0.0), 2.0),
@@ -55,18 +72,27 @@ class PanelLayout(widgets.VBox):
             description="Temperature",
             continuous_update=False,
             readout_format=".2f",
+            style=_LABEL,
         )
         self.system_input = widgets.Textarea(
-            value=system, description="System", rows=2, layout=_full_width()
+            value=system, description="System", rows=2, layout=_full_width(), style=_LABEL
         )
-        self.transcript = widgets.HTML(layout=_full_width())
-        self.transcript.add_class("aivvm-transcript")
+        # A fixed height that scrolls, following the newest message; code blocks offer Copy
+        # and Insert (below the panel's own cell).
+        self.transcript = LiveHTML(
+            follow=True,
+            code_tools=True,
+            cell_id=current_cell_id(),
+            layout=widgets.Layout(width="100%", height=height),
+        )
+        self.transcript.add_class("aivvm-transcript-view")
         self.status = widgets.HTML()
-        self.message = widgets.Textarea(
-            placeholder="Your message; press Send", rows=3, layout=_full_width()
-        )
+        self.message = MessageBox(placeholder=MESSAGE_HINT, rows=2, layout=_full_width())
         self.send_button = widgets.Button(
-            description="Send", button_style="primary", icon="paper-plane"
+            description="Send",
+            button_style="primary",
+            icon="paper-plane",
+            tooltip="Send the message (Enter)",
         )
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
         self.reset_button = widgets.Button(
@@ -79,14 +105,17 @@ class PanelLayout(widgets.VBox):
         )
         self.export_path = widgets.Text(value="chat.json", placeholder="file path")
         self.export_button = widgets.Button(description="Export", icon="download")
+        composer = widgets.HBox([self.message, widgets.VBox([self.send_button, self.stop_button])])
+        composer.add_class("aivvm-composer")
         self.children = [
             widgets.HBox([self.chat_picker, self.model_picker, self.temperature_slider]),
             self.system_input,
             self.transcript,
             self.status,
-            self.message,
-            widgets.HBox([self.send_button, self.stop_button, self.reset_button]),
-            widgets.HBox([self.export_format, self.export_path, self.export_button]),
+            composer,
+            widgets.HBox(
+                [self.reset_button, self.export_format, self.export_path, self.export_button]
+            ),
         ]
 
     def _descendants(self) -> list[widgets.Widget]:

@@ -21,7 +21,7 @@ from ..rendering.replies import format_status, status_html
 from ..rendering.transcript import live_exchange_html, transcript_html, turn_html
 from .sender import Sender
 
-__all__ = ["PanelView", "count", "model_options"]
+__all__ = ["PanelView", "count", "model_label", "model_options"]
 
 
 def count(number: int, noun: str) -> str:
@@ -35,6 +35,14 @@ def model_options(found: list[str], current: str) -> list[str]:
     if current and current not in options:
         options.append(current)
     return options
+
+
+def model_label(model_id: str, answered_by: str = "") -> str:
+    """How the model list names ``model_id``: with what really answers it, when the server
+    says that is something else (``SmolLM2-135M-Instruct.Q4_1 (as gpt-3.5-turbo)``)."""
+    if answered_by and answered_by != model_id:
+        return f"{answered_by} (as {model_id})"
+    return model_id
 
 
 class PanelView:
@@ -51,6 +59,7 @@ class PanelView:
         transcript: Any,
         status: Any,
         stop_button: Any,
+        send_button: Any,
         model_picker: Any,
         chat_picker: Any,
         sender: Sender,
@@ -62,6 +71,7 @@ class PanelView:
         self.transcript = transcript
         self.status = status
         self.stop_button = stop_button
+        self.send_button = send_button
         self.model_picker = model_picker
         self.chat_picker = chat_picker
         self.fmt = fmt
@@ -83,6 +93,10 @@ class PanelView:
         self._server_models: list[str] = []
         self._offered: list[str] = []
         self._models_changed = False
+        #: What the server says answers each model id (the model list's labels).
+        self._answered_by: dict[str, str] = {}
+        # What the server said answers the reply streaming now, for its status line once done.
+        self._answering = ""
         # Drawn state: the render loop's alone.
         self._turn_cache: dict[int, tuple[Turn, str]] = {}
         self._history_html = ""
@@ -113,8 +127,13 @@ class PanelView:
             # A note left by an earlier message (refused, failed) is out of date now.
             self._notice = ""
             self._history_changed = kind not in ("turn_started", "text_started")
+            if kind == "text_started":
+                # The reply's headers are in by now: what answers it, if the server says.
+                pending = self.conversation.pending
+                self._answering = pending.buffer.answered_by if pending is not None else ""
             if kind == "turn_finished" and event.turn is not None:
-                self._status = (self.turn_line(event.turn), not event.turn.complete)
+                # An incomplete turn is marked in the transcript: not again in the status.
+                self._status = (self.turn_line(event.turn), False)
             elif kind == "turn_failed":
                 self._status = (self.state_line("failed", event.error or "no reply"), True)
             elif kind == "reset":
@@ -136,11 +155,17 @@ class PanelView:
             if self._status == (self.turn_line(turn), False):
                 self._status = (self.turn_line(turn, note), False)
 
-    def models_found(self, ids: list[str]) -> None:
-        """The server's model list, shown at the next draw."""
+    def models_found(self, ids: list[str], answered_by: dict[str, str] | None = None) -> None:
+        """The server's model list (and what answers each id, where it says), shown at the
+        next draw."""
         with self._lock:
             self._server_models = list(ids)
+            self._answered_by = dict(answered_by or {})
             self._models_changed = True
+
+    def model_ids(self) -> list[str]:
+        """The ids the model list offers now."""
+        return [value for _, value in self.model_picker.options]
 
     def offer_model(self, model: str) -> None:
         """Add ``model`` to the list (``%config`` chose it), shown at the next draw."""
@@ -201,6 +226,16 @@ class PanelView:
             line, warn = self.state_line("waiting for another reply to finish…"), False
         self.status.value = status_html(line or self.idle_line(), warn=warn)
         self.stop_button.disabled = not jobs
+        # While a reply streams, a message sent now waits for it: Send says so.
+        busy = live is not None or bool(jobs)
+        label = "Queue" if busy else "Send"
+        if self.send_button.description != label:
+            self.send_button.description = label
+            self.send_button.tooltip = (
+                "Sent once the reply streaming now has ended (Enter)"
+                if busy
+                else "Send the message (Enter)"
+            )
         if models_changed:
             self._show_models(models)
         names = tuple(self._names())
@@ -225,8 +260,12 @@ class PanelView:
     def _show_models(self, models: list[str]) -> None:
         picker = self.model_picker
         current = picker.value
-        options = tuple(model_options(models, current))
-        if picker.options == options:
+        labels = self._answered_by
+        options = tuple(
+            (model_label(model, labels.get(model, "")), model)
+            for model in model_options(models, current)
+        )
+        if tuple(picker.options) == options:
             return
         with picker.hold_sync():
             # Setting options selects the first one; put the user's choice back.
@@ -239,7 +278,7 @@ class PanelView:
         self, live: PendingReply, chars: int, model: str, notice: str
     ) -> tuple[str, bool]:
         line = format_status(
-            model=model,
+            model=live.buffer.answered_by or model,
             target=self.target,
             elapsed=live.elapsed,
             chars=chars,
@@ -250,18 +289,23 @@ class PanelView:
 
     def turn_line(self, turn: Turn, note: str = "") -> str:
         """The status line of a finished turn."""
+        # Whether it is complete, and why not, the turn says in the transcript.
         return format_status(
-            model=turn.model,
+            model=self._answering or turn.model,
             target=self.target,
             elapsed=turn.duration,
             chars=len(turn.reply),
-            state="" if turn.complete else "incomplete",
-            note=note or turn.error or "",
+            state="",
+            note=note,
         )
+
+    def _model_name(self) -> str:
+        model = self.model_picker.value or ""
+        return self._answered_by.get(model) or model
 
     def state_line(self, state: str, note: str = "") -> str:
         """A status line without a reply to measure: no elapsed time or character count."""
-        parts = [state, self.model_picker.value or "", self.target, note]
+        parts = [state, self._model_name(), self.target, note]
         return " · ".join(part for part in parts if part)
 
     def idle_line(self, note: str = "") -> str:
@@ -270,5 +314,5 @@ class PanelView:
         where = ""
         if conversation is not None:
             where = f"{conversation.name!r}, {count(len(conversation), 'turn')}"
-        parts = ["ready", self.model_picker.value or "", self.target, where, note]
+        parts = ["ready", self._model_name(), self.target, where, note]
         return " · ".join(part for part in parts if part)

@@ -10,14 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..conversation import PendingReply, Turn
+from .assets import saved_output_style
 from .incremental import MarkdownStream
-from .markdown import render_text
+from .markdown import escape_text
 from .replies import live_reply_html, render_reply, status_html
 
 __all__ = [
     "EMPTY_HTML",
     "exchange_html",
     "live_exchange_html",
+    "message_html",
     "transcript_html",
     "transcript_text",
     "turn_html",
@@ -58,17 +60,36 @@ def transcript_text(name: str, turns: Sequence[Turn]) -> str:
     return f"Conversation {name!r}, {_count(len(turns), 'turn')}\n\n{turns_text(turns)}".rstrip()
 
 
+def message_html(text: str) -> str:
+    """What the user typed, as typed: escaped, one ``<p>`` per paragraph, ``<br>`` per line.
+
+    Plain text in the page's own font (not ``<pre>``): nothing in it is interpreted.
+    """
+    paragraphs = [part for part in text.strip("\n").split("\n\n") if part.strip("\n")]
+    return "".join(
+        "<p>" + "<br>".join(escape_text(line) for line in part.strip("\n").split("\n")) + "</p>"
+        for part in paragraphs or [""]
+    )
+
+
 def exchange_html(
     prompt: str, source: str, reply_html: str, *, mark: str = "", live: bool = False
 ) -> str:
-    """One prompt and its reply; ``mark`` is a short line under the reply."""
+    """One prompt and its reply; ``mark`` is a short line under the reply.
+
+    The user's message is a quotation under "You" (a bubble in the live panel), the reply the
+    page's own text under "Assistant": told apart at a glance, with or without the panel's
+    stylesheet.
+    """
     who = "You" if source == "panel" else "You, in a cell"
     live_class = " aivvm-live" if live else ""
     mark_html = status_html(mark) if mark else ""
     return (
-        f'<div class="aivvm-turn"><div class="aivvm-prompt"><strong>{who}</strong>'
-        f"{render_text(prompt)}</div><strong>Assistant</strong>"
-        f'<div class="aivvm-reply{live_class}">{reply_html}</div>{mark_html}</div>'
+        f'<div class="aivvm-turn"><div class="aivvm-prompt">'
+        f'<p class="aivvm-who"><strong>{who}</strong></p>'
+        f"<blockquote>{message_html(prompt)}</blockquote></div>"
+        f'<div class="aivvm-answer"><p class="aivvm-who"><strong>Assistant</strong></p>'
+        f'<div class="aivvm-reply{live_class}">{reply_html}</div>{mark_html}</div></div>'
     )
 
 
@@ -83,16 +104,29 @@ def turn_html(turn: Turn, fmt: str = "markdown") -> str:
 def live_exchange_html(
     pending: PendingReply, fmt: str, markdown: MarkdownStream | None
 ) -> tuple[str, int]:
-    """A reply still streaming, with its prompt, and how many characters it has so far."""
+    """A reply still streaming, with its prompt, and how many characters it has so far.
+
+    Its state ("streaming…") is the status line's to say, once; before the first words the
+    reply shows an ellipsis.
+    """
     text = pending.text
-    body = live_reply_html(text, fmt, markdown)
-    state = "streaming…" if text else "waiting for the reply…"
-    return exchange_html(pending.prompt, pending.source, body, mark=state, live=True), len(text)
+    body = live_reply_html(text, fmt, markdown) if text else "<p>…</p>"
+    return exchange_html(pending.prompt, pending.source, body, live=True), len(text)
 
 
-def transcript_html(body: str, title: str = "") -> str:
-    """The turns' HTML (``body``) as a transcript, under ``title`` if one is given."""
-    # Plain tags and classes only, like the cells' output: no <style> or style attributes,
-    # which GitHub, nbviewer and untrusted notebooks strip, so it looks alike everywhere.
+def transcript_html(body: str, title: str = "", *, saved: bool = False) -> str:
+    """The turns' HTML (``body``) as a transcript, under ``title`` if one is given.
+
+    ``saved``: the static copy a notebook keeps beside a live panel, with the stylesheet that
+    shows it only where the panel cannot be drawn
+    (:func:`~aivvm_magic.rendering.assets.saved_output_style`).
+    """
+    # Plain tags and classes: GitHub, nbviewer and untrusted notebooks strip styles, and the
+    # transcript reads the same there.
     heading = status_html(title) if title else ""
+    if saved:
+        return (
+            f'{saved_output_style()}<div class="aivvm-transcript aivvm-static-copy">'
+            f"{heading}{body or EMPTY_HTML}</div>"
+        )
     return f'<div class="aivvm-transcript">{heading}{body or EMPTY_HTML}</div>'

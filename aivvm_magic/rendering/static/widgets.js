@@ -6,7 +6,7 @@
 // "Insert as a new cell" to code blocks. It never evaluates anything it is sent.
 
 // The classes JupyterLab gives an HTML output: the same rules draw a reply, live or not.
-const RENDERED = ["jp-RenderedHTMLCommon", "jp-RenderedHTML"];
+const RENDERED = ["jp-RenderedHTMLCommon", "jp-RenderedHTML", "jp-OutputArea-output"];
 
 // How close to the end (in pixels) a transcript counts as "at the end", and so follows.
 const AT_END = 24;
@@ -157,12 +157,15 @@ function renderMessageBox({ model, el }) {
     model.save_changes();
   });
   area.addEventListener("keydown", (event) => {
+    // Keys typed here are text, not notebook shortcuts (Shift+Enter would run the cell, "a"
+    // insert one): JupyterLab hears keys as they bubble. Ctrl/Cmd chords (save, say) go on.
+    const chord = event.ctrlKey || event.metaKey || event.altKey;
+    if (!chord || event.key === "Enter") event.stopPropagation();
     // Enter while an input method composes a character is the composition's, not ours.
     if (event.key !== "Enter" || event.shiftKey || event.isComposing || event.keyCode === 229) {
       return;
     }
     event.preventDefault();
-    event.stopPropagation();
     const text = area.value;
     if (!text.trim()) return;
     // Emptied at once, so what is typed next is not lost; a message the kernel refuses
