@@ -56,7 +56,7 @@ _LOOK_AT_CELL = """(cell) => {
 
 # The same for a chat panel's transcript: its last reply, and whether it is still streaming.
 _LOOK_AT_TRANSCRIPT = """(cell) => {
-    const replies = cell.querySelectorAll(".jp-OutputArea .aivvm-transcript .aivvm-reply");
+    const replies = cell.querySelectorAll(".jp-OutputArea .aivvm-transcript-view .aivvm-reply");
     const last = replies[replies.length - 1];
     return {
         reply: last ? last.innerText.trim() : null,
@@ -226,7 +226,7 @@ def test_markup_in_a_reply_runs_nothing_and_shows_as_text(notebook):
 
     for reply in (
         notebook.output(cell).locator(".aivvm-reply"),
-        notebook.output(panel_cell).locator(".aivvm-transcript .aivvm-reply").last,
+        notebook.output(panel_cell).locator(".aivvm-transcript-view .aivvm-reply").last,
     ):
         # The tags show as text; the link may show as text or as a link, but not as one to
         # a javascript: address.
