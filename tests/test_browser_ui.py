@@ -74,7 +74,7 @@ _LOOK = """(cell) => {
         const box = element.getBoundingClientRect();
         return {
             fontSize: style.fontSize, lineHeight: style.lineHeight,
-            fontFamily: style.fontFamily, x: box.x, y: box.y,
+            fontFamily: style.fontFamily, x: box.x, y: box.y, width: box.width,
         };
     };
     return {
@@ -203,7 +203,7 @@ def test_a_reply_looks_the_same_while_it_streams_and_once_it_is_done(notebook):
     final = wait_until(done, 10, "the static reply")
     shot(notebook, "reply-done", cell)
     for part in ("p", "h2", "td", "code"):
-        for key in ("fontSize", "lineHeight", "fontFamily", "x", "y"):
+        for key in ("fontSize", "lineHeight", "fontFamily", "x", "y", "width"):
             assert live[part][key] == final[part][key], (part, key, live[part], final[part])
     # Never a paragraph of raw pipes while the table's rows arrived.
     assert not any(look["rawPipes"] for look in looks)
@@ -260,9 +260,27 @@ def test_a_code_block_is_highlighted_and_copy_and_insert_work(notebook):
 
 @keep_artifacts_on_failure
 def test_an_interrupt_is_one_line_under_the_partial_reply(notebook):
-    words = " ".join(f"word{i}" for i in range(200))
-    cell = notebook.run(f"%%aivvm\n{words}", wait=False)
-    notebook.output(cell).locator(".aivvm-stream .aivvm-reply", has_text="word5").wait_for()
+    paragraphs = "\n\n".join(f"Paragraph {i}." for i in range(120))
+    cell = notebook.run(f"%%aivvm\n{paragraphs}", wait=False)
+    live = notebook.output(cell).locator(".aivvm-stream")
+    live.locator(".aivvm-reply", has_text="Paragraph 45.").wait_for(timeout=60_000)
+    # Taller than the view by now; read from its start, its status line stays in sight at the
+    # bottom of the view: it is still streaming.
+    live.evaluate("(live) => live.scrollIntoView({block: 'start'})")
+    notebook.page.wait_for_timeout(200)
+    where = live.evaluate(
+        """(live) => ({
+            top: live.getBoundingClientRect().top,
+            reply: live.getBoundingClientRect().height,
+            view: window.innerHeight,
+            status: live.querySelector('.aivvm-status').getBoundingClientRect().bottom,
+            text: live.querySelector('.aivvm-status').innerText,
+        })"""
+    )
+    assert where["reply"] > where["view"] and 0 <= where["top"] < where["view"] / 2, where
+    assert where["status"] <= where["view"], where
+    assert where["text"].startswith("streaming…")
+    shot(notebook, "streaming-long-reply")
     notebook.lab_page.menu("Kernel", "Interrupt Kernel")
     notebook.wait_done(cell)
     output = notebook.output(cell)
