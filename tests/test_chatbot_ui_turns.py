@@ -22,6 +22,7 @@ from aivvm_magic.magics import magics_for
 from aivvm_magic.protocol import DEFAULT_SYSTEM_MESSAGE
 from aivvm_magic.providers import Aivvm, EmptyReply, IncompleteReply, StreamingReply
 from aivvm_magic.server import ServerHandle
+from aivvm_magic.session import brief_url
 from aivvm_magic.turns import TurnRunner, TurnSettings
 from tests.chatbotkit import open_panel, serve_deployment
 from tests.conftest import make_turn
@@ -164,7 +165,9 @@ def test_an_empty_reply_in_a_cell_fails_it_and_records_nothing(ip, fault, capsys
         ip.run_cell_magic("aivvm", "-c empty", "Say one word")
     assert str(info.value) == EMPTY
     out = capsys.readouterr().out
-    assert f"[failed · gpt-3.5-turbo · {fault.url} · " in out and f"0 chars · {EMPTY}]" in out
+    # The status line says that it failed; the error line says why, once.
+    assert f"[failed · gpt-3.5-turbo · {brief_url(fault.url)} · " in out
+    assert out.rstrip().endswith(" 0 chars]") and EMPTY not in out
     conversation = magics_for(ip).chats.get("empty")
     assert [(t.prompt, t.reply) for t in conversation.turns] == [("First", "First")]
     # Nothing of it goes back: the next request carries the one real turn.
@@ -219,7 +222,7 @@ def test_a_reply_stopped_at_the_cap_says_it_may_have_been(ip, deployment, capsys
     out = capsys.readouterr().out
     assert out.startswith(words(1_000))
     status = out.splitlines()[-1]
-    assert status.startswith(f"[gpt-3.5-turbo · {deployment.url} · ")
+    assert status.startswith(f"[gpt-3.5-turbo · {brief_url(deployment.url)} · ")
     assert status.endswith(f"{len(words(1_000)):,} chars · {CAPPED}]")
     turn = magics_for(ip).chats.get("cap").last_turn
     assert turn is not None and turn.complete and turn.reply == words(1_000)
@@ -255,8 +258,8 @@ def test_a_reply_that_stops_arriving_says_so_and_keeps_its_text(ip, fault, capsy
     with pytest.raises(AivvmError, match=r"^reply cut short: no data for 0\.5 s \(read timeout\)$"):
         ip.run_cell_magic("aivvm", "-c stalled", "Tell me")
     status = capsys.readouterr().out.splitlines()[-1]
-    assert status.startswith(f"[incomplete · gpt-3.5-turbo · {fault.url} · ")
-    assert status.endswith("7 chars · reply cut short: no data for 0.5 s (read timeout)]")
+    assert status.startswith(f"[incomplete · gpt-3.5-turbo · {brief_url(fault.url)} · ")
+    assert status.endswith(" 7 chars]")  # the reason is the error's line
     turn = magics.chats.get("stalled").last_turn
     assert turn is not None and turn.reply == "so far " and not turn.complete
     fault.enqueue(Stall(5))
