@@ -23,8 +23,8 @@ A saved output's ``metadata``::
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from .secret_types import public_url
 from .turns import TurnOutcome, TurnSettings
 
 __all__ = ["PROVENANCE_KEY", "public_target", "reply_provenance"]
@@ -37,16 +37,7 @@ def public_target(target: str) -> str:
     """``target`` as it may be shown and saved: a URL without its user name, password, query
     and fragment (where keys travel); any other description (``embedded server, echo
     engine``) as it is."""
-    parts = urlsplit(target)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return target
-    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-    try:
-        port = parts.port
-    except ValueError:  # not a port number: no URL a request went to
-        return f"{parts.scheme}://{host}"
-    netloc = f"{host}:{port}" if port is not None else host
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    return public_url(target)
 
 
 def reply_provenance(

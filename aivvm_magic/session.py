@@ -33,7 +33,7 @@ from .conversation import Conversation, ConversationStore
 from .conversation.database import HistoryUnavailable
 from .errors import AivvmError, one_line
 from .rendering.loop import RenderLoop
-from .secret_types import hidden
+from .secret_types import hidden, public_url
 from .session_history import SessionHistory
 from .settings import Settings
 from .worker import Worker
@@ -89,7 +89,8 @@ class Session:
         # In replay mode the record answers, whatever server is configured: none is started.
         replaying = replay.describe() if replay is not None and replay.mode == "replay" else ""
         if url:
-            described = replaying or url
+            # Described without user info or query: the description is shown and saved.
+            described = replaying or public_url(url)
             return url, brief_target(described) if brief else described
         if replaying:
             return "", replaying
@@ -215,8 +216,9 @@ class Session:
 
 
 def brief_url(url: str) -> str:
-    """A base URL as status lines give it: its host, port and path, without the scheme."""
-    return url.split("://", 1)[-1]
+    """A base URL as status lines give it: its host, port and path, without the scheme (nor
+    user info or query, where a key could be)."""
+    return public_url(url).split("://", 1)[-1]
 
 
 def brief_target(described: str) -> str:

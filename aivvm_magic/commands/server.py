@@ -15,6 +15,7 @@ from . import chat_option, command
 def status(magics: Any, args: Any) -> None:
     """Where requests go, with which settings, and the conversations so far."""
     from ..embedded import answered_by
+    from ..secret_types import public_url
 
     # The model may be an alias, which says where requests go and with which key.
     settings = magics.settings()
@@ -26,7 +27,7 @@ def status(magics: Any, args: Any) -> None:
         # The embedded server answers every model id with its one engine: name it.
         model = f"{model}, answered by {answering}"
     lines = [
-        f"Target:       {target}" + (f" ({base_url})" if base_url else ""),
+        f"Target:       {target}" + (f" ({public_url(base_url)})" if base_url else ""),
         f"Provider:     {settings.provider}",
         f"Model:        {model}",
         f"Temperature:  {magics.temperature:g}",

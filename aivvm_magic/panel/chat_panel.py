@@ -137,7 +137,7 @@ class ChatPanel(PanelLayout):
         self._bind(session.chats.get(chat.strip()))
         self._wire()
         #: Logged conversations (from the history database) to continue in the panel.
-        self.logged = LoggedRow(session, switch=self.switch, say=self._say, report=_report_error)
+        self.logged = LoggedRow(session, switch=self.switch, say=self._say, report=report_error)
         self.children = [*self.children, self.logged]
         settings.observe(self._on_settings_change, names=_FOLLOWED)
         self._loop.add(self._view)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import requests
 
+from ..secret_types import public_url
+
 
 class ProviderError(requests.exceptions.RequestException):
     """Base class of the errors this package raises while talking to a chat server."""
@@ -28,9 +30,10 @@ class APIError(ProviderError, requests.exceptions.HTTPError):
     def __init__(self, status_code: int, reason: str, url: str, retry_after: float | None = None):
         self.status_code = status_code
         self.reason = reason
-        self.url = url
+        # Only the public part: a key in the URL's user info or query stays out of the text.
+        self.url = public_url(url)
         self.retry_after = retry_after
-        text = f"HTTP {status_code} from {url}"
+        text = f"HTTP {status_code} from {self.url}"
         if reason:
             text += f": {reason}"
         super().__init__(text)

@@ -132,6 +132,8 @@ class StreamingReply(Iterator[str]):
     def usage(self) -> TokenUsage | None:
         """The tokens the server counted, where it says (an OpenAI stream's last chunk)."""
         return self.control.usage
+
+    @property
     def answered_by(self) -> str | None:
         """What the server says answers (a model's name), where it says; else None."""
         return self.control.answered_by

@@ -33,7 +33,7 @@ from requests.adapters import HTTPAdapter
 
 from ..reply_buffer import ReplyBuffer
 from ..request_options import PROBE_TIMEOUT, RequestOptions
-from ..secret_types import SecretBytes
+from ..secret_types import SecretBytes, public_url
 from .answers import RETRY_STATUSES as RETRY_STATUSES
 from .answers import error_reason, retryable, short_reason
 from .decoding import TextDecoder
@@ -219,13 +219,13 @@ def open_stream(
             )
         except requests.exceptions.ConnectionError as exc:
             what = _describe_connect_error(exc)
-            error = ConnectError(f"Could not connect to {target}: {what}")
+            error = ConnectError(f"Could not connect to {public_url(target)}: {what}")
             reason = what
         except requests.exceptions.ReadTimeout:
             # The server took the request but said nothing: it may be working on it, so a
             # retry could run the same prompt twice. Report instead.
             error = ReplyTimeout(
-                f"No answer from {target} within {timeouts.read:g} s (read timeout)"
+                f"No answer from {public_url(target)} within {timeouts.read:g} s (read timeout)"
             )
             reason = ""
         else:
@@ -237,13 +237,14 @@ def open_stream(
                 response.close()
                 next_url = urljoin(target, location)
                 if _origin(next_url) != _origin(url):
+                    elsewhere = _origin(next_url)[1]
                     raise RedirectRefused(
-                        f"{target} redirected to another host ({_origin(next_url)[1]}); "
+                        f"{public_url(target)} redirected to another host ({elsewhere}); "
                         "not followed, so the request and its key stay here"
                     )
                 redirects += 1
                 if redirects > MAX_REDIRECTS:
-                    raise RedirectRefused(f"Too many redirects from {url}")
+                    raise RedirectRefused(f"Too many redirects from {public_url(url)}")
                 target = next_url
                 continue
             try:
@@ -308,7 +309,7 @@ def iter_body(response: requests.Response, url: str, read_timeout: float) -> Ite
                         f"no data for {read_timeout:g} s (read timeout)", ""
                     ) from None
                 raise ReplyTimeout(
-                    f"No reply from {url} within {read_timeout:g} s (read timeout)"
+                    f"No reply from {public_url(url)} within {read_timeout:g} s (read timeout)"
                 ) from None
             except (
                 urllib3.exceptions.ProtocolError,
@@ -466,12 +467,13 @@ def get_json(
             allow_redirects=False,
         )
     except requests.exceptions.ConnectionError as exc:  # before Timeout: ConnectTimeout is both
-        failure = ConnectError(f"Could not connect to {url}: {_describe_connect_error(exc)}")
+        what = _describe_connect_error(exc)
+        failure = ConnectError(f"Could not connect to {public_url(url)}: {what}")
     except requests.exceptions.Timeout:
-        failure = ReplyTimeout(f"No answer from {url} within {timeout:g} s")
+        failure = ReplyTimeout(f"No answer from {public_url(url)} within {timeout:g} s")
     except requests.exceptions.RequestException as exc:
         # A body cut short, a bad redirect, ...: callers fall back on ProviderError.
-        failure = ProviderError(f"{url}: {type(exc).__name__}")
+        failure = ProviderError(f"{public_url(url)}: {type(exc).__name__}")
     if failure is not None:
         # Outside the except blocks: requests' exception (whose request holds the key in a
         # POST body) must not ride along as __context__.

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import html
 
-from .assets import saved_output_style
-from .highlight import BLOCK_CLASS
 from ..token_usage import TokenUsage
+from .assets import saved_output_style
 from .formats import MARKDOWN_FORMATS, render_format
+from .highlight import BLOCK_CLASS
 from .incremental import MarkdownStream, plain_tail, table_head_start
 from .markdown import render_markdown, render_text
 
