@@ -56,9 +56,15 @@ class Execution:
         return any(v == "" for v in values[max(filled[-1], last_display) :])
 
     def final_bundle(self) -> dict[str, Any]:
-        """The data of the last display update (the static bundle a saved notebook keeps)."""
+        """The data of the last display update that is not a widget (the static bundle a saved
+        notebook keeps; a reply with code blocks shows its code tools widget after it)."""
         updates = self.of_type("update_display_data", "display_data")
-        return updates[-1]["content"]["data"]
+        static = [
+            m
+            for m in updates
+            if "application/vnd.jupyter.widget-view+json" not in m["content"]["data"]
+        ]
+        return static[-1]["content"]["data"]
 
     def stdout(self) -> str:
         return "".join(

@@ -224,7 +224,8 @@ def test_the_panel_replays_too(ip, record_path, reference):
         assert panel.send("Not recorded") == ""
         assert "no recorded reply" in panel.status.value
         assert panel.refresh_models() == []  # no server to ask, and none asked
-        assert "gpt-4" in panel.model_picker.options  # the built-in list
+        # The built-in list, each entry a (label, id) pair.
+        assert "gpt-4" in [value for _label, value in panel.model_picker.options]
     finally:
         panel.close()
 
