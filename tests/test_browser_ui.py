@@ -293,7 +293,9 @@ def test_an_interrupt_is_one_line_under_the_partial_reply(notebook):
     ), lines
     assert abs(int(re.sub(r"\D", "", lines[0])) - kept) <= 2
     assert "⚠ incomplete" in output.locator(".aivvm-status").inner_text()
-    shot(notebook, "interrupt", output)
+    # The end of the output, where the one line is: the page as the user sees it there.
+    error.scroll_into_view_if_needed()
+    shot(notebook, "interrupt")
 
 
 @keep_artifacts_on_failure
@@ -370,6 +372,12 @@ def test_the_panel_is_a_chat_window(notebook):
                 atEnd: view.scrollHeight - view.scrollTop - view.clientHeight,
                 panel: view.closest('.aivvm-panel').getBoundingClientRect().height,
                 promptFont: getComputedStyle(prompt).fontFamily,
+                systemFont: getComputedStyle(
+                    document.querySelector('.aivvm-panel .aivvm-system-input textarea')
+                ).fontFamily,
+                messageFont: getComputedStyle(
+                    document.querySelector('.aivvm-panel .aivvm-message-input')
+                ).fontFamily,
                 promptBackground: getComputedStyle(prompt).backgroundColor,
                 replyBackground: getComputedStyle(reply).backgroundColor,
                 promptRight: prompt.getBoundingClientRect().right,
@@ -387,6 +395,8 @@ def test_the_panel_is_a_chat_window(notebook):
     assert panel.locator(".aivvm-turn").last.is_visible()
     # The user's messages stand apart from the replies, in the page's own font.
     assert "mono" not in geometry["promptFont"].lower()
+    # What the user writes (a message, the system message) is prose too.
+    assert geometry["systemFont"] == geometry["messageFont"] == geometry["promptFont"], geometry
     assert geometry["promptBackground"] != geometry["replyBackground"]
     assert geometry["promptLeft"] > geometry["replyLeft"] + 20
     assert not geometry["labelCut"]

@@ -77,6 +77,7 @@ class PanelLayout(widgets.VBox):
         self.system_input = widgets.Textarea(
             value=system, description="System", rows=2, layout=_full_width(), style=_LABEL
         )
+        self.system_input.add_class("aivvm-system-input")
         # A fixed height that scrolls, following the newest message; code blocks offer Copy
         # and Insert (below the panel's own cell).
         self.transcript = LiveHTML(
