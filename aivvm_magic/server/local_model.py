@@ -26,6 +26,7 @@ __all__ = [
     "find_model",
     "import_llama_cpp",
     "llama_cpp_installed",
+    "usable_cpus",
 ]
 
 #: The environment variable that names a GGUF model file for the local engine.
@@ -95,45 +96,51 @@ def find_model(model_path: str | os.PathLike[str] | None = None) -> Path:
     return path
 
 
-# The OpenMP wait policy llama-cpp-python was loaded with, shown by describe() because it
-# makes the difference between fast and crawling on a busy machine (see below).
+# The OpenMP wait policy llama-cpp-python was loaded with, as describe() reports it.
 wait_policy = "unknown: llama_cpp was imported before the local engine"
 
 
 def import_llama_cpp() -> Any:
-    """Import llama-cpp-python, with its OpenMP threads told to sleep when they wait."""
-    # ggml's threads meet at a barrier after every layer, and OpenMP's default is to spin
-    # there. When another thread of this process (the server, the notebook) or another
-    # process takes a CPU, the spinners starve the one thread they are waiting for: on a busy
-    # 2-CPU machine, 2 threads made 2 tokens/s spinning and 20 sleeping. The OpenMP runtime
-    # reads the variable once, when llama-cpp-python loads it, so it is set only for the
-    # import (and has no effect if something imported llama_cpp earlier); a value the user
-    # chose is left alone.
+    """Import llama-cpp-python with OpenMP as its users run it: at its defaults.
+
+    ggml's threads meet at a barrier after every layer. OpenMP's default is to spin there a
+    short while (libgomp: 300,000 turns, far fewer when there are more threads than CPUs) and
+    then sleep, so a thread is at hand for the next layer and none burns CPU once a reply is
+    over. Telling the threads to sleep at once (``OMP_WAIT_POLICY=PASSIVE``) made every
+    barrier a wake-up through the kernel: a third of llama-cpp-python's own speed on 2 CPUs.
+    What spinning costs other threads of this process (the server's, the notebook's) is
+    bounded by :func:`default_threads` instead, which leaves them CPUs. A policy the user set
+    in the environment is read by the OpenMP runtime as usual.
+    """
     global wait_policy
-    chose = "OMP_WAIT_POLICY" in os.environ
     if "llama_cpp" not in sys.modules:
-        wait_policy = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
-    if not chose:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        wait_policy = os.environ.get("OMP_WAIT_POLICY", "default")
     try:
         import llama_cpp
     except ImportError as error:
         raise LlamaCppMissing(
             f"the local engine needs llama-cpp-python: {_INSTALL_HINT}"
         ) from error
-    finally:
-        if not chose:
-            os.environ.pop("OMP_WAIT_POLICY", None)
     return llama_cpp
 
 
-def default_threads() -> int:
-    """Threads for llama.cpp by default: every CPU this process may run on.
-
-    The CPUs it may run on, not all the machine has: a container or ``taskset`` may allow
-    fewer, and more threads than CPUs only make them queue for each other.
-    """
+def usable_cpus() -> int:
+    """The CPUs this process may run on: not all the machine has, where a container or
+    ``taskset`` allows fewer."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # Not on Linux.
         return max(1, os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """llama.cpp's threads for generating a reply by default: half the usable CPUs, at least
+    one, as llama-cpp-python chooses.
+
+    Generating a token is bound by memory bandwidth, which a thread per physical core (half
+    the logical CPUs under SMT) already uses up; and the rest stay free for what runs beside
+    the engine in the same process: the server's writer, the client reading the reply, the
+    notebook drawing it. Evaluating a prompt is bound by arithmetic, so it uses every usable
+    CPU (:func:`usable_cpus`).
+    """
+    return max(1, usable_cpus() // 2)
