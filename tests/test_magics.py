@@ -432,3 +432,24 @@ def test_each_command_has_its_own_options_and_help(ip, capsys):
         ip.run_line_magic("aivvm", "export -c default")
     with pytest.raises(UsageError, match="unrecognized arguments"):
         ip.run_line_magic("aivvm", "status notes.json")
+
+
+def test_load_ext_leaves_the_heavy_modules_for_the_first_reply():
+    # %load_ext is on every notebook's first line: what only a reply needs (HTTP, markdown,
+    # sanitising, highlighting, widgets, the local model) is imported when a reply needs it.
+    code = (
+        "import sys\n"
+        "from IPython.testing.globalipapp import start_ipython\n"
+        "ip = start_ipython()\n"
+        "before = set(sys.modules)\n"
+        "ip.run_line_magic('load_ext', 'aivvm_magic')\n"
+        "assert 'aivvm_magic.magics' in sys.modules\n"
+        "heavy = ('requests', 'markdown_it', 'nh3', 'pygments', 'ipywidgets', 'anywidget',"
+        " 'llama_cpp')\n"
+        "print(sorted({m.split('.')[0] for m in set(sys.modules) - before} & set(heavy)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
