@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -96,6 +98,42 @@ def test_a_version_1_file_gains_the_provenance_columns_and_keeps_its_turns(tmp_p
     assert first.prompt == "old"
     assert (first.provider, first.finish_reason, first.prompt_tokens) == (None, None, None)
     assert second == made
+
+
+def writing_elsewhere(path: Path) -> sqlite3.Connection:
+    """Another connection to ``path``, in rollback mode (as a file is before its first open),
+    in the middle of a write: what a second kernel opening the same new file meets."""
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE elsewhere (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO elsewhere VALUES (1)")
+    return other
+
+
+def test_opening_waits_for_another_connection_that_writes_to_the_new_file(tmp_path: Path):
+    path = tmp_path / "history.db"
+    other = writing_elsewhere(path)
+    threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+    started = time.monotonic()
+    database = HistoryDatabase(path, timeout=5.0)
+    waited = time.monotonic() - started
+    other.close()
+    assert database.version == len(MIGRATIONS)
+    database.close()
+    assert 0.25 <= waited < 5.0
+    with raw(path) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_opening_gives_up_after_its_timeout_in_one_line(tmp_path: Path):
+    path = tmp_path / "history.db"
+    other = writing_elsewhere(path)
+    started = time.monotonic()
+    with pytest.raises(HistoryUnavailable, match="database is locked") as caught:
+        HistoryDatabase(path, timeout=0.5)
+    assert 0.5 <= time.monotonic() - started < 3.0
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+    other.close()
 
 
 def test_a_migration_that_fails_leaves_the_file_at_its_old_version(tmp_path: Path):

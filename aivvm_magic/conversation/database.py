@@ -33,6 +33,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,6 +253,24 @@ def migrate(connection: sqlite3.Connection, migrations: Sequence[Sequence[str]])
     return target
 
 
+def _switch_to_wal(connection: sqlite3.Connection, timeout: float) -> None:
+    """Put the file in WAL mode, waiting up to ``timeout`` seconds for another connection.
+
+    A file still in rollback mode (a new one) changes mode only while no other connection
+    writes to it, and SQLite answers "database is locked" at once rather than wait its busy
+    timeout: so two kernels opening the same new file together would see one of them fail.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.01)
+
+
 def _create_private(path: Path) -> None:
     # Conversations are private: a new file is readable by its owner only (SQLite gives its
     # -wal and -shm files the same permissions).
@@ -285,7 +304,7 @@ class HistoryDatabase:
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
             try:
-                connection.execute("PRAGMA journal_mode = WAL")
+                _switch_to_wal(connection, timeout)
                 # In WAL mode, NORMAL never corrupts; a power cut may lose the last commits.
                 connection.execute("PRAGMA synchronous = NORMAL")
                 connection.execute("PRAGMA foreign_keys = ON")
