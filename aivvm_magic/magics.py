@@ -22,6 +22,7 @@ from .conversation import ConversationBusy, ConversationStore
 from .errors import AivvmError, ReplyInterrupted
 from .interpolation import interpolate
 from .notebook_context import NotebookContext
+from .secret_types import public_url
 from .session import Session
 from .settings import Settings
 
@@ -253,13 +254,13 @@ class AivvmMagics(Magics, Settings):
         interrupt is :class:`~aivvm_magic.errors.ReplyInterrupted` (a ``KeyboardInterrupt`` of
         one line).
         """
-        from .provenance import public_target, reply_provenance
+        from .provenance import reply_provenance
         from .rendering.display import StreamingDisplay
         from .session import brief_target
         from .turns import TurnRunner
 
         mode = "widget" if self._use_widgets() else "text"
-        target = public_target(target or settings.base_url)
+        target = public_url(target or settings.base_url)
         display = StreamingDisplay(
             model=settings.model,
             # The status line names the target in a few words; the provenance in full.

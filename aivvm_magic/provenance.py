@@ -27,17 +27,10 @@ from typing import Any
 from .secret_types import public_url
 from .turns import TurnOutcome, TurnSettings
 
-__all__ = ["PROVENANCE_KEY", "public_target", "reply_provenance"]
+__all__ = ["PROVENANCE_KEY", "reply_provenance"]
 
 #: The key of a reply's provenance in its output's ``metadata``.
 PROVENANCE_KEY = "aivvm"
-
-
-def public_target(target: str) -> str:
-    """``target`` as it may be shown and saved: a URL without its user name, password, query
-    and fragment (where keys travel); any other description (``embedded server, echo
-    engine``) as it is."""
-    return public_url(target)
 
 
 def reply_provenance(
@@ -54,7 +47,7 @@ def reply_provenance(
             "model": settings.model,
             "provider": settings.provider,
             "alias": settings.alias or None,
-            "target": public_target(target),
+            "target": public_url(target),
             "temperature": settings.temperature,
             "started": outcome.started,
             "duration": outcome.duration,

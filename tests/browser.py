@@ -514,6 +514,10 @@ def keep_artifacts_on_failure(test: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+#: The tutorials, which the browser tests open as a user would.
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
 def copy_notebooks(source: Path, destination: Path) -> Path:
     """Copy the notebooks of ``source`` (not its Python files) to ``destination``."""
     destination.mkdir(parents=True, exist_ok=True)

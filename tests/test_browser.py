@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ import pytest
 from aivvm_magic.server import start_server
 from tests.browser import (
     DONE_PROMPT,
+    NOTEBOOKS,
     JupyterLab,
     LabPage,
     NotebookPage,
@@ -35,7 +35,6 @@ from tests.browser import (
     write_notebook,
 )
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 WORDS = " ".join(f"word{i}" for i in range(30))
 XSS = (
     '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=1</script> '

@@ -26,6 +26,7 @@ import pytest
 from aivvm_magic.server import start_server
 from tests.browser import (
     ARTIFACTS,
+    NOTEBOOKS,
     JupyterLab,
     LabPage,
     NotebookPage,
@@ -38,7 +39,6 @@ from tests.browser import (
     write_notebook,
 )
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 THEMES = {"light": "JupyterLab Light", "dark": "JupyterLab Dark"}
 #: The panel's transcript height, as PanelLayout sets it.
 TRANSCRIPT_HEIGHT = 420
