@@ -29,13 +29,13 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3.exceptions
-from requests.adapters import HTTPAdapter
 
 from ..reply_buffer import ReplyBuffer
 from ..request_options import PROBE_TIMEOUT, RequestOptions
 from ..secret_types import SecretBytes, public_url
 from .answers import RETRY_STATUSES as RETRY_STATUSES
 from .answers import error_reason, retryable, short_reason
+from .connections import READ_AHEAD, ReadAheadAdapter
 from .decoding import TextDecoder
 from .errors import (
     APIError,
@@ -50,7 +50,7 @@ from .reply import StreamControl, StreamingReply
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
 #: Largest read handed on at once; reads return as soon as any bytes are there.
-READ_SIZE = 256 * 1024
+READ_SIZE = READ_AHEAD
 #: How much of an error body is read to find its reason.
 ERROR_BODY_LIMIT = 64 * 1024
 
@@ -107,7 +107,7 @@ def thread_session() -> requests.Session:
     if session is None:
         session = requests.Session()
         # Retries are ours (they must stop once a reply has started), never urllib3's.
-        adapter = HTTPAdapter(max_retries=0, pool_connections=4, pool_maxsize=4)
+        adapter = ReadAheadAdapter(max_retries=0, pool_connections=4, pool_maxsize=4)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         _local.session = session
