@@ -49,9 +49,11 @@ NOTES = """\
 - Throughput: a reader that hands out `str` must decode UTF-8, which alone runs at a third of
   the raw socket's rate on this text, so the floor it is held to is a raw socket that decodes
   incrementally too ("raw socket + UTF-8 decode"). The provider parses the chunked framing
-  (through http.client, at most one HTTP chunk per read, as its first-chunk delay needs); its
-  ratio is the median of rounds in which the two read one after the other, so both meet the
-  machine's speed of the moment (single rounds range from about 0.7 to 1.1).
+  through http.client, at most one HTTP chunk per read, as its first-chunk delay needs; its
+  connections read the socket through a 256 KB buffer, so a chunk that has arrived takes one
+  read (with http.client's own 8 KB buffer the same bench gave 0.68). Its ratio is the median
+  of rounds in which every reader reads twice in mirrored order, so all meet the machine's
+  speed of the moment (single rounds range from about 0.75 to 1.1).
 - Display cost: "display updates" counts what a user could see change (widget values while
   the widget is shown, and the display messages); "most in any 1 s" is the rate limit a
   frontend meets, counted over a sliding second, so a reply that lasts a tenth of a second
