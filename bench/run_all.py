@@ -51,7 +51,7 @@ NOTES = """\
   incrementally too ("raw socket + UTF-8 decode"). The provider parses the chunked framing
   through http.client, at most one HTTP chunk per read, as its first-chunk delay needs; its
   connections read the socket through a 256 KB buffer, so a chunk that has arrived takes one
-  read (with http.client's own 8 KB buffer the same bench gave 0.68). Its ratio is the median
+  read (with http.client's own 8 KB buffer, side by side, 0.68 to 0.85). Its ratio is the median
   of rounds in which every reader reads twice in mirrored order, so all meet the machine's
   speed of the moment (single rounds range from about 0.75 to 1.1).
 - Display cost: "display updates" counts what a user could see change (widget values while
