@@ -53,12 +53,14 @@ NOTES = """\
   connections read the socket through a 256 KB buffer, so a chunk that has arrived takes one
   read (with http.client's own 8 KB buffer, side by side, 0.68 to 0.85). Its ratio is the median
   of rounds in which every reader reads twice in mirrored order, so all meet the machine's
-  speed of the moment. Single rounds still range from about 0.6 to 1.1, and the page faults
-  say why: the floor's speed depends on whether the allocator hands its 256 KB pieces fresh
-  pages (as many faults as the provider, and the same speed) or memory it has just freed
-  (none, and up to twice as fast), which changes from run to run. The provider keeps the
-  reply's text (for the partial reply of a cut stream, and for the views that read it), so
-  its memory is always fresh; against the floor that keeps its text too, it is at about 1.
+  speed of the moment. The ratio still ranges from about 0.65 to 0.95 from one run to the
+  next, and the page faults say why: the floor's speed depends on whether the allocator
+  hands its 256 KB pieces fresh pages (as many faults as the provider, and about the same
+  speed) or memory it has just freed (no faults, and up to twice as fast). The provider keeps
+  the reply's text (for the partial reply of a cut stream, and for the views that read it),
+  so its memory is always fresh. When the floor runs without faults, the raw socket that
+  decodes and keeps its text does not reach 0.8 of it either (0.74 in one run); against that
+  floor the provider's paired ratio is 0.83 to 0.97.
 - Display cost: "display updates" counts what a user could see change (widget values while
   the widget is shown, and the display messages); "most in any 1 s" is the rate limit a
   frontend meets, counted over a sliding second, so a reply that lasts a tenth of a second
