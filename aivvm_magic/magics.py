@@ -22,8 +22,7 @@ from .conversation import ConversationBusy, ConversationStore
 from .errors import AivvmError, ReplyInterrupted
 from .interpolation import interpolate
 from .notebook_context import NotebookContext
-from .secret_types import public_url
-from .session import Session
+from .session import Session, Target
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -89,8 +88,8 @@ class AivvmMagics(Magics, Settings):
         """The session's conversations, by name."""
         return self.session.chats
 
-    def target(self, base_url: str | None = None, provider: str = "") -> tuple[str, str]:
-        """The base URL to use and a description of it for status lines."""
+    def target(self, base_url: str | None = None, provider: str = "") -> Target:
+        """Where requests go: the base URL, described in full and for status lines."""
         return self.session.target(base_url, provider)
 
     def _pre_run_cell(self, info: Any) -> None:
@@ -200,7 +199,8 @@ class AivvmMagics(Magics, Settings):
             )
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        base_url, target = self.target(settings.base_url or None, settings.provider)
+        target = self.target(settings.base_url or None, settings.provider)
+        base_url = target.url
         try:
             # An id outside the table may be one the server lists; it is asked then.
             model = get_provider(settings.provider).validate_model(
@@ -234,8 +234,8 @@ class AivvmMagics(Magics, Settings):
         prompt: str,
         settings: TurnSettings,
         *,
+        target: Target,
         chat: str = "default",
-        target: str = "",
         new: bool = False,
         record: bool = True,
         output: str | None = None,
@@ -256,15 +256,13 @@ class AivvmMagics(Magics, Settings):
         """
         from .provenance import reply_provenance
         from .rendering.display import StreamingDisplay
-        from .session import brief_target
         from .turns import TurnRunner
 
         mode = "widget" if self._use_widgets() else "text"
-        target = public_url(target or settings.base_url)
         display = StreamingDisplay(
             model=settings.model,
             # The status line names the target in a few words; the provenance in full.
-            target=brief_target(target),
+            target=target.brief,
             fmt=fmt,
             mode=mode,
             loop=self.session.render_loop,
@@ -292,7 +290,9 @@ class AivvmMagics(Magics, Settings):
             # The reason is the error's line; the status line only says nothing came.
             display.finish(complete=False) if stream else None
             raise AivvmError(str(exc)) from None
-        self.notebook.record(settings, runner.messages, chat=chat, target=target, parts=parts)
+        self.notebook.record(
+            settings, runner.messages, chat=chat, target=target.described, parts=parts
+        )
         if not stream:
             display.start(runner.buffer, live=False)
             display.append(outcome.text)
@@ -310,7 +310,7 @@ class AivvmMagics(Magics, Settings):
             complete=outcome.complete,
             note=note,
             usage=outcome.usage,
-            metadata=reply_provenance(outcome, settings, target=target, fmt=fmt),
+            metadata=reply_provenance(outcome, settings, target=target.described, fmt=fmt),
         )
         # Part of a JSON reply has no value; part of any other is still text.
         if output and outcome.text and not not_value and (outcome.complete or fmt != "json"):

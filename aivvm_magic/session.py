@@ -14,8 +14,8 @@ Examples
     In [1]: from aivvm_magic.session import Session
     In [2]: from aivvm_magic.settings import Settings
     In [3]: session = Session(Settings(base_url="http://127.0.0.1:8000"))
-    In [4]: session.target()
-    Out[4]: ('http://127.0.0.1:8000', 'http://127.0.0.1:8000')
+    In [4]: session.target().brief
+    Out[4]: '127.0.0.1:8000'
     In [5]: session.request_settings(model="gpt-4").model
     Out[5]: 'gpt-4'
 """
@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import weakref
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import embedded
 from .aliases import Alias, parse_aliases
@@ -73,11 +73,8 @@ class Session:
         """Stop the session's threads (when the extension is unloaded)."""
         self._finalizer()
 
-    def target(
-        self, base_url: str | None = None, provider: str = "", *, brief: bool = False
-    ) -> tuple[str, str]:
-        """The base URL to use and a description of it: in full (``%aivvm status``), or
-        ``brief`` for status lines (``embedded server``, or the URL's host and port).
+    def target(self, base_url: str | None = None, provider: str = "") -> Target:
+        """Where requests go: the base URL to use, described in full and in brief.
 
         ``base_url`` overrides the configured one; with neither, the embedded server (started
         now if it is not running) answers, under ``/v1`` for the ``openai`` provider. When a
@@ -88,12 +85,11 @@ class Session:
         replay = self.replay()
         # In replay mode the record answers, whatever server is configured: none is started.
         replaying = replay.describe() if replay is not None and replay.mode == "replay" else ""
+        if replaying:
+            return Target(url, replaying, replaying)
         if url:
             # Described without user info or query: the description is shown and saved.
-            described = replaying or public_url(url)
-            return url, brief_target(described) if brief else described
-        if replaying:
-            return "", replaying
+            return Target(url, public_url(url), brief_url(url))
         options = {"model_path": settings.local_model_path} if settings.local_model_path else {}
         if settings.embedded_engine == "echo":
             options = {}
@@ -104,8 +100,7 @@ class Session:
             raise AivvmError(f"The embedded server could not start: {one_line(exc)}") from None
         # The reference server speaks both protocols; OpenAI clients live under /v1.
         suffix = "/v1" if (provider or settings.provider) == "openai" else ""
-        described = embedded.describe(server)
-        return server.url + suffix, brief_target(described) if brief else described
+        return Target(server.url + suffix, embedded.describe(server), "embedded server")
 
     def aliases(self) -> dict[str, Alias]:
         """The configured aliases (``AivvmMagics.aliases``), by name."""
@@ -215,20 +210,22 @@ class Session:
         return f"<Session {self.chats.names()!r}>"
 
 
+class Target(NamedTuple):
+    """Where a session's requests go (:meth:`Session.target`)."""
+
+    #: The base URL requests go to; in replay mode, the configured one (maybe ``""``).
+    url: str
+    #: In full, for ``%aivvm status`` and a reply's provenance: a URL without user info or
+    #: query, ``embedded server, echo engine``, ``replay of record.json``.
+    described: str
+    #: In the few words of a status line: ``127.0.0.1:8000``, ``embedded server``.
+    brief: str
+
+
 def brief_url(url: str) -> str:
     """A base URL as status lines give it: its host, port and path, without the scheme (nor
     user info or query, where a key could be)."""
     return public_url(url).split("://", 1)[-1]
-
-
-def brief_target(described: str) -> str:
-    """A target's description (:meth:`Session.target`) in the few words of a status line:
-    ``embedded server`` for the embedded one, a URL's host, port and path, else as it is."""
-    if described.startswith("embedded server"):
-        return "embedded server"
-    if "://" in described:
-        return brief_url(described)
-    return described
 
 
 def _close(loop: RenderLoop, lookups: Worker, history: SessionHistory) -> None:

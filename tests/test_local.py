@@ -481,7 +481,7 @@ def test_local_model_path_traitlet_reaches_the_embedded_server(tmp_path, embedde
 
     shell, magics = embedded_shell
     magics.local_model_path = str(find_model(None))
-    base_url, target = magics.target()
+    base_url, target, _ = magics.target()
     assert "local engine" in target and find_model(None).name in target
     magics.local_model_path = str(tmp_path / "missing.gguf")
     with pytest.raises(AivvmError) as info:

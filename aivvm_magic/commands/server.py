@@ -19,7 +19,7 @@ def status(magics: Any, args: Any) -> None:
 
     # The model may be an alias, which says where requests go and with which key.
     settings = magics.settings()
-    base_url, target = magics.target(settings.base_url or None, settings.provider)
+    base_url, target, _ = magics.target(settings.base_url or None, settings.provider)
     conversation = magics.chats.get(args.chat)
     model = f"{settings.model} (alias {settings.alias})" if settings.alias else settings.model
     answering = answered_by(base_url) if base_url else None
@@ -44,7 +44,7 @@ def models(magics: Any, args: Any) -> None:
     """The models the server offers."""
     from ..providers import get_provider
 
-    base_url, target = magics.target(provider=magics.provider)
+    base_url, target, _ = magics.target(provider=magics.provider)
     provider = get_provider(magics.provider)
     if not base_url:
         print(f"No server to ask: replies come from the {target}.")

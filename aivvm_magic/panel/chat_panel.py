@@ -195,7 +195,7 @@ class ChatPanel(PanelLayout):
         so, and why. The panel calls this once, in the background, when it is built.
         """
         settings = self._settings
-        base_url, self._view.target = self._session.target(brief=True)
+        base_url, _, self._view.target = self._session.target()
         provider = settings.provider
         if not base_url:  # replies come from a record: no server to ask
             self._view.models_found([])

@@ -123,8 +123,8 @@ class Sender:
 
     def _run(self, job: Job) -> None:
         # Where the message's own settings say (an alias names its provider and endpoint).
-        base_url, job.target = self._session.target(
-            job.settings.base_url or None, job.settings.provider, brief=True
+        base_url, _, job.target = self._session.target(
+            job.settings.base_url or None, job.settings.provider
         )
         runner = TurnRunner(
             job.conversation,
