@@ -49,8 +49,6 @@ from .reply import StreamControl, StreamingReply
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
-#: Largest read handed on at once; reads return as soon as any bytes are there.
-READ_SIZE = READ_AHEAD
 #: How much of an error body is read to find its reason.
 ERROR_BODY_LIMIT = 64 * 1024
 
@@ -300,9 +298,10 @@ def iter_body(response: requests.Response, url: str, read_timeout: float) -> Ite
     try:
         while True:
             try:
-                # read1 returns whatever one socket read brings (or one HTTP chunk's worth),
-                # instead of waiting for READ_SIZE bytes as read()/iter_content() do.
-                data = raw.read1(READ_SIZE, decode_content=decode)
+                # read1 returns whatever one socket read brings (or one HTTP chunk's worth), at
+                # most the connection's buffer, instead of waiting for the whole amount as
+                # read()/iter_content() do.
+                data = raw.read1(READ_AHEAD, decode_content=decode)
             except urllib3.exceptions.ReadTimeoutError:
                 if received:
                     raise IncompleteReply(
